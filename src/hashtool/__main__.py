@@ -1,0 +1,3 @@
+from hashtool.cli import main
+
+main()
