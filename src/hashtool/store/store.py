@@ -1,0 +1,297 @@
+"""An on-disk image index: codes, catalog and encoder, replaced atomically as one (standard library only).
+
+Layout of an index folder::
+
+    PATH/HASHTOOL_INDEX     marker: {"format": "hashtool-index-store", "version": 1}
+    PATH/CURRENT            the name of the live generation, e.g. "gen-000007"
+    PATH/gen-000007/
+        codes.hidx          the Hamming index (hashtool.hashindex file, ids = catalog file ids)
+        catalog.sqlite      root folder, encoder identity, one row per file, the failures of the build
+        encoder.onnx        the encoder that made the codes (a query uses it, so codes always match)
+        build.log           what the build that made this generation did, failures included
+
+A build writes a complete new generation folder, fsyncs it, then replaces ``CURRENT`` by an atomic
+rename; only then are older generations deleted. A crash (even ``kill -9``) at any point leaves
+``CURRENT`` naming a complete generation: the old one or the new one, never a mix. Half-written
+generations are removed by the next build.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sqlite3
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from hashtool.errors import ArgumentError, IndexFormatError
+from hashtool.store.walk import INDEX_MARKER
+
+STORE_FORMAT = "hashtool-index-store"
+STORE_VERSION = 1
+CODES_FILE = "codes.hidx"
+CATALOG_FILE = "catalog.sqlite"
+ENCODER_FILE = "encoder.onnx"
+LOG_FILE = "build.log"
+_GEN_RE = re.compile(r"^gen-(\d{6,})$")
+
+SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE files (
+    id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL UNIQUE,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha256 TEXT NOT NULL
+);
+CREATE TABLE failures (path TEXT PRIMARY KEY, reason TEXT NOT NULL);
+"""
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+@dataclass
+class Generation:
+    """One complete, immutable generation of an index."""
+
+    store: "IndexStore"
+    name: str
+
+    @property
+    def path(self) -> Path:
+        return self.store.path / self.name
+
+    @property
+    def codes_path(self) -> Path:
+        return self.path / CODES_FILE
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.path / CATALOG_FILE
+
+    @property
+    def encoder_path(self) -> Path:
+        return self.path / ENCODER_FILE
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / LOG_FILE
+
+    def catalog(self, readonly: bool = True) -> "Catalog":
+        return Catalog.open(self.catalog_path, readonly=readonly)
+
+
+class IndexStore:
+    """An index folder (see the module docstring)."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    # -- opening -------------------------------------------------------------------------------
+    def exists(self) -> bool:
+        return (self.path / INDEX_MARKER).is_file()
+
+    def check(self) -> None:
+        """Raise IndexFormatError unless this is a readable index folder of a supported version."""
+        if not self.path.exists():
+            raise IndexFormatError(f"{self.path}: no index here; build one with `hashtool index build FOLDER`")
+        marker = self.path / INDEX_MARKER
+        if not marker.is_file():
+            raise IndexFormatError(f"{self.path}: not a hashtool index (no {INDEX_MARKER} file)")
+        try:
+            info = json.loads(marker.read_text())
+        except (OSError, ValueError) as exc:
+            raise IndexFormatError(f"{marker}: unreadable index marker ({exc})") from None
+        if not isinstance(info, dict) or info.get("format") != STORE_FORMAT:
+            raise IndexFormatError(f"{marker}: not a hashtool index marker")
+        version = info.get("version")
+        if not isinstance(version, int) or not 1 <= version <= STORE_VERSION:
+            raise IndexFormatError(
+                f"{self.path}: index format version {version!r} is not supported (this hashtool reads 1..{STORE_VERSION}); upgrade hashtool"
+            )
+
+    def current(self) -> Generation:
+        """The live generation."""
+        self.check()
+        pointer = self.path / "CURRENT"
+        try:
+            name = pointer.read_text().strip()
+        except OSError:
+            raise IndexFormatError(
+                f"{self.path}: the index has no complete build yet (no CURRENT); run `hashtool index build` again"
+            ) from None
+        if not _GEN_RE.match(name) or not (self.path / name).is_dir():
+            raise IndexFormatError(f"{pointer}: names {name!r}, which is not a generation folder of this index")
+        gen = Generation(self, name)
+        for p in (gen.codes_path, gen.catalog_path, gen.encoder_path):
+            if not p.is_file():
+                raise IndexFormatError(f"{self.path}: generation {name} lacks {p.name}; rebuild the index")
+        return gen
+
+    def current_or_none(self) -> Generation | None:
+        if not self.exists():
+            return None
+        try:
+            return self.current()
+        except IndexFormatError:
+            if (self.path / "CURRENT").exists():
+                raise
+            return None  # created but never completed: treat as empty
+
+    # -- writing -------------------------------------------------------------------------------
+    def create(self) -> None:
+        """Make ``path`` an index folder. Refuses a non-empty folder that is not an index, or a file."""
+        if self.path.exists():
+            if self.exists():
+                self.check()
+                return
+            if not self.path.is_dir():
+                raise ArgumentError(f"{self.path}: exists and is not a folder; choose another --index path")
+            if any(self.path.iterdir()):
+                raise ArgumentError(
+                    f"{self.path}: folder exists, is not empty and is not a hashtool index; "
+                    "choose another --index path (nothing was written)"
+                )
+        self.path.mkdir(parents=True, exist_ok=True)
+        _write_atomic(self.path / INDEX_MARKER, json.dumps({"format": STORE_FORMAT, "version": STORE_VERSION}) + "\n")
+
+    def _generation_numbers(self) -> list[int]:
+        nums = []
+        for p in self.path.iterdir():
+            m = _GEN_RE.match(p.name)
+            if m:
+                nums.append(int(m.group(1)))
+        return sorted(nums)
+
+    def new_generation(self) -> Generation:
+        """A fresh, empty generation folder (not live until :meth:`commit`)."""
+        nums = self._generation_numbers()
+        name = f"gen-{(nums[-1] + 1 if nums else 1):06d}"
+        (self.path / name).mkdir()
+        return Generation(self, name)
+
+    def commit(self, gen: Generation) -> None:
+        """Make ``gen`` live atomically, then delete every other generation."""
+        for p in gen.path.iterdir():
+            _fsync_file(p)
+        _fsync_dir(gen.path)
+        _write_atomic(self.path / "CURRENT", gen.name + "\n")
+        self.collect_garbage(keep=gen.name)
+
+    def collect_garbage(self, keep: str) -> None:
+        for p in self.path.iterdir():
+            if _GEN_RE.match(p.name) and p.name != keep:
+                shutil.rmtree(p, ignore_errors=True)
+
+    def discard(self, gen: Generation) -> None:
+        shutil.rmtree(gen.path, ignore_errors=True)
+
+    def size_on_disk(self) -> int:
+        total = 0
+        for dirpath, _, names in os.walk(self.path):
+            for n in names:
+                try:
+                    total += os.path.getsize(os.path.join(dirpath, n))
+                except OSError:
+                    pass
+        return total
+
+
+class Catalog:
+    """The SQLite catalog of a generation: meta key/values, files, failures."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path):
+        self.conn = conn
+        self.path = path
+
+    @classmethod
+    def create(cls, path) -> "Catalog":
+        path = Path(path)
+        conn = sqlite3.connect(path)
+        conn.executescript(SCHEMA)
+        return cls(conn, path)
+
+    @classmethod
+    def open(cls, path, readonly: bool = True) -> "Catalog":
+        path = Path(path)
+        if not path.is_file():
+            raise IndexFormatError(f"{path}: catalog missing; rebuild the index")
+        try:
+            if readonly:
+                conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+            else:
+                conn = sqlite3.connect(path)
+            conn.execute("SELECT count(*) FROM files").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise IndexFormatError(f"{path}: catalog is not readable ({exc}); rebuild the index") from None
+        return cls(conn, path)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # meta
+    def get_meta(self) -> dict:
+        return {k: json.loads(v) for k, v in self.conn.execute("SELECT key, value FROM meta")}
+
+    def set_meta(self, **values) -> None:
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", [(k, json.dumps(v)) for k, v in values.items()]
+        )
+
+    # files
+    def count(self) -> int:
+        return self.conn.execute("SELECT count(*) FROM files").fetchone()[0]
+
+    def all_files(self) -> dict[str, tuple[int, int, int, str]]:
+        """path -> (id, size, mtime_ns, sha256)."""
+        return {r[0]: r[1:] for r in self.conn.execute("SELECT path, id, size, mtime_ns, sha256 FROM files")}
+
+    def paths_for(self, ids) -> dict[int, str]:
+        ids = [int(i) for i in ids if int(i) >= 0]
+        out: dict[int, str] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            out.update(self.conn.execute(f"SELECT id, path FROM files WHERE id IN ({marks})", chunk).fetchall())
+        return out
+
+    def failures(self) -> list[tuple[str, str]]:
+        return list(self.conn.execute("SELECT path, reason FROM failures ORDER BY path"))

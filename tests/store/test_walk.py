@@ -1,0 +1,56 @@
+import os
+
+import pytest
+
+from hashtool.errors import ArgumentError
+from hashtool.store.walk import INDEX_MARKER, walk_images
+
+EXTS = (".png", ".jpg")
+
+
+def make(tmp_path, rel, data=b"x"):
+    p = tmp_path / rel
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(data)
+    return p
+
+
+def rels(result):
+    return [f.rel for f in result.files]
+
+
+def test_rules(tmp_path):
+    for rel in ["a.png", "B.JPG", "sub/c.png", "sub/deeper/d.jpg", ".hidden.png", "._a.png", ".git/e.png",
+                "notes.txt", "sub/skip/f.png", "idx/g.png"]:
+        make(tmp_path, rel)
+    make(tmp_path, f"idx/{INDEX_MARKER}")
+    r = walk_images(tmp_path, EXTS, exclude=["sub/skip"])
+    assert rels(r) == ["B.JPG", "a.png", "sub/c.png", "sub/deeper/d.jpg"]
+    assert r.ignored == 1  # notes.txt
+    assert r.files[1].size == 1 and r.files[1].mtime_ns == os.stat(tmp_path / "a.png").st_mtime_ns
+
+
+def test_exclude_by_name_glob(tmp_path):
+    for rel in ["a.png", "thumbs/b.png", "c_thumb.png"]:
+        make(tmp_path, rel)
+    assert rels(walk_images(tmp_path, EXTS, exclude=["*_thumb.png", "thumbs"])) == ["a.png"]
+
+
+def test_symlinks_not_followed_unless_asked(tmp_path):
+    make(tmp_path, "real/a.png")
+    outside = tmp_path.parent / (tmp_path.name + "_outside")
+    make(outside, "b.png")
+    os.symlink(outside, tmp_path / "real" / "link")
+    os.symlink(tmp_path / "real", tmp_path / "real" / "loop")
+    assert rels(walk_images(tmp_path, EXTS)) == ["real/a.png"]
+    followed = rels(walk_images(tmp_path, EXTS, follow_symlinks=True))
+    assert "real/link/b.png" in followed and "real/a.png" in followed
+    assert len(followed) == 2  # the loop is walked once
+
+
+def test_missing_and_non_folder(tmp_path):
+    with pytest.raises(ArgumentError, match="no such folder"):
+        walk_images(tmp_path / "nope", EXTS)
+    f = make(tmp_path, "a.png")
+    with pytest.raises(ArgumentError, match="not a folder"):
+        walk_images(f, EXTS)
