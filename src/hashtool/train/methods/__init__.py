@@ -165,3 +165,4 @@ def get_method(name: str) -> Method:
 
 # Importing a method module registers its model and its Method record.
 from hashtool.train.methods import ae_tanh  # noqa: E402,F401
+from hashtool.train.methods import scae  # noqa: E402,F401
