@@ -28,6 +28,7 @@ def _parse_hp(values) -> dict:
 @click.option("--data", "-d", required=True, help="fashion-mnist, mnist-5k, or a folder of IDX files / CIFAR-10 batches.")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Where to write the model (.pt for deep methods, .npz for baselines).")
 @click.option("--epochs", type=int, default=None, help="Total epochs (default: the method's documented schedule).")
+@click.option("--epoch-images", type=int, default=None, help="Images per epoch (default: the method's; a seeded sample, cycling when the set is smaller).")
 @click.option("--batch-size", type=int, default=None, help="Batch size (default: the method's).")
 @click.option("--lr", type=float, default=None, help="Base learning rate; the whole schedule is scaled to it.")
 @click.option("--augment", default=None, help='Augmentation, e.g. "shift:2,hflip" or "none" (default: the method\'s).')
@@ -43,14 +44,14 @@ def _parse_hp(values) -> dict:
 @click.option("--no-eval", is_flag=True, help="Skip the final evaluation on the test protocol.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
-def train_cmd(method, bits, data, output, epochs, batch_size, lr, augment, labeled_fraction, select, hp, seed, queries,
+def train_cmd(method, bits, data, output, epochs, epoch_images, batch_size, lr, augment, labeled_fraction, select, hp, seed, queries,
               n_val, device, threads, resume, no_eval, as_json, quiet):
     """Train a hashing model and evaluate it on the dataset's retrieval protocol.
 
     The protocol (seeded, disjoint queries / database / training / validation) is printed with the result and
     stored in the model. Deep methods write an atomic checkpoint after every epoch; --resume continues.
     """
-    result = run_library(_train, method, bits, data, output, epochs, batch_size, lr, augment, labeled_fraction, select,
+    result = run_library(_train, method, bits, data, output, epochs, epoch_images, batch_size, lr, augment, labeled_fraction, select,
                          _parse_hp(hp), seed, queries, n_val, device, threads, resume, no_eval, quiet)
     _print_result(result, as_json)
 
@@ -69,7 +70,7 @@ def _print_result(result: dict, as_json: bool) -> None:
         click.echo(format_metrics(result["metrics"]))
 
 
-def _train(method, bits, data, output, epochs, batch_size, lr, augment, labeled_fraction, select, hp, seed, queries,
+def _train(method, bits, data, output, epochs, epoch_images, batch_size, lr, augment, labeled_fraction, select, hp, seed, queries,
            n_val, device, threads, resume, no_eval, quiet):
     import time
 
@@ -81,7 +82,7 @@ def _train(method, bits, data, output, epochs, batch_size, lr, augment, labeled_
     dataset = load_dataset(data)
     splits = make_splits(dataset, n_query=queries, n_val=n_val, seed=seed)
     if method in SHALLOW:
-        for name, value in (("--epochs", epochs), ("--batch-size", batch_size), ("--lr", lr), ("--augment", augment),
+        for name, value in (("--epochs", epochs), ("--epoch-images", epoch_images), ("--batch-size", batch_size), ("--lr", lr), ("--augment", augment),
                             ("--select", select), ("--hp", hp or None)):
             if value is not None:
                 raise ArgumentError(f"{name} does not apply to the shallow baseline {method}")
@@ -95,7 +96,7 @@ def _train(method, bits, data, output, epochs, batch_size, lr, augment, labeled_
         raise ArgumentError(f"--method {method} needs PyTorch: pip install 'hashtool[train]' (itq, lsh and pcah work without it)") from None
     from hashtool.train.engine import TrainConfig, train
 
-    cfg = TrainConfig(method=method, bits=bits, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
+    cfg = TrainConfig(method=method, bits=bits, epochs=epochs, epoch_images=epoch_images, batch_size=batch_size, lr=lr, seed=seed, device=device,
                       threads=threads, augment=augment, labeled_fraction=labeled_fraction, select=select, hparams=hp,
                       quiet=quiet)
     t0 = time.perf_counter()

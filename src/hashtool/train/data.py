@@ -104,11 +104,21 @@ class TrainData:
             lab = torch.where(mask, lab, torch.full_like(lab, -1))
         return cls(images=x, labels=lab.to(device), labeled=mask.to(device))
 
-    def batches(self, batch_size: int, generator: torch.Generator | None = None, augment=(), fill=None, shuffle=True, drop_last=False):
-        """Yield :class:`Batch` objects over the split (seeded shuffle by ``generator``)."""
+    def batches(self, batch_size: int, generator: torch.Generator | None = None, augment=(), fill=None, shuffle=True,
+                drop_last=False, count: int | None = None):
+        """Yield :class:`Batch` objects over the split (seeded shuffle by ``generator``).
+
+        ``count`` images per call (default: one pass): fewer than the split is a random subset, more cycles
+        through fresh permutations, so every image appears as evenly as possible.
+        """
         n = len(self)
-        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        if shuffle:
+            perms = [torch.randperm(n, generator=generator) for _ in range(max(1, -(-(count or n) // n)))]
+            order = torch.cat(perms)[: count or n]
+        else:
+            order = torch.arange(n)
         order = order.to(self.images.device)
+        n = len(order)
         stop = n - (n % batch_size) if drop_last and n >= batch_size else n
         for start in range(0, stop, batch_size):
             idx = order[start : start + batch_size]

@@ -50,6 +50,7 @@ class TrainConfig:
     augment: str | None = None
     labeled_fraction: float = 1.0
     select: str | None = None
+    epoch_images: int | None = None  # images per epoch (default: the method's, else one pass over the split)
     hparams: dict = field(default_factory=dict)
     quiet: bool = False
     log_every_s: float = 15.0
@@ -159,10 +160,13 @@ def train(cfg: TrainConfig, splits, out_path, resume: bool = False, extra_meta: 
     val = TrainData.from_numpy(val_images, val_labels, preprocess, device) if len(val_images) else None
     fill = black_value(preprocess, device)
     num_classes = int(train_labels.max()) + 1 if train_labels is not None else 0
+    epoch_images = cfg.epoch_images or method.epoch_images or len(data)
+    if epoch_images < 1:
+        raise ArgumentError(f"--epoch-images must be positive, got {epoch_images}")
     _log(cfg, f"[train] {splits.describe()}")
     _log(cfg, f"[train] data on {device} in {time.perf_counter() - t0:.1f}s; {threads} threads; method {method.name}, "
               f"{cfg.bits} bits, {total_epochs} epochs ({', '.join(f'{p.name}:{p.epochs}' for p in phases)}), "
-              f"batch {batch_size}, augment {cfg.augment if cfg.augment is not None else method.augment}, select {select}")
+              f"{epoch_images} images/epoch, batch {batch_size}, augment {cfg.augment if cfg.augment is not None else method.augment}, select {select}")
 
     torch.manual_seed(cfg.seed)
     config = method.make_config(cfg.bits, c, h, w, hp)
@@ -170,7 +174,7 @@ def train(cfg: TrainConfig, splits, out_path, resume: bool = False, extra_meta: 
     if device == "cpu":
         model = model.to(memory_format=torch.channels_last)
 
-    steps_per_epoch = (len(data) + batch_size - 1) // batch_size
+    steps_per_epoch = (epoch_images + batch_size - 1) // batch_size
     total_steps = steps_per_epoch * total_epochs
     history: list[dict] = []
     best = {"score": None, "epoch": None, "state": None}
@@ -180,7 +184,7 @@ def train(cfg: TrainConfig, splits, out_path, resume: bool = False, extra_meta: 
         "dataset": ds.name,
         "protocol": splits.protocol(),
         "train_config": {**asdict(cfg), "hparams": hp, "select": select, "batch_size": batch_size,
-                         "phases": [{"name": p.name, "epochs": p.epochs, "lr": p.lr, "lr_end": p.lr_end,
+                         "epoch_images": epoch_images, "phases": [{"name": p.name, "epochs": p.epochs, "lr": p.lr, "lr_end": p.lr_end,
                                      "schedule": p.schedule, "select": p.select} for p in phases],
                          "device": device, "threads": threads},
         **(extra_meta or {}),
@@ -223,7 +227,7 @@ def train(cfg: TrainConfig, splits, out_path, resume: bool = False, extra_meta: 
             sums: dict[str, float] = {}
             seen = 0
             t_epoch = last_log = time.perf_counter()
-            for i, batch in enumerate(data.batches(batch_size, gen, augment, fill)):
+            for i, batch in enumerate(data.batches(batch_size, gen, augment, fill, count=epoch_images)):
                 ctx.step = epoch * steps_per_epoch + i
                 ctx.phase_progress = (ctx.phase_epoch + i / steps_per_epoch) / phase.epochs
                 ctx.progress = ctx.step / total_steps
@@ -246,7 +250,7 @@ def train(cfg: TrainConfig, splits, out_path, resume: bool = False, extra_meta: 
                 now = time.perf_counter()
                 if not cfg.quiet and now - last_log > cfg.log_every_s:
                     last_log = now
-                    _log(cfg, f"  epoch {epoch + 1}/{total_epochs} [{phase.name}] {seen}/{len(data)} "
+                    _log(cfg, f"  epoch {epoch + 1}/{total_epochs} [{phase.name}] {seen}/{epoch_images} "
                               f"loss {sums['loss'] / seen:.4f} {seen / (now - t_epoch):.0f} img/s")
             seconds = time.perf_counter() - t_epoch
             rec = {"epoch": epoch + 1, "phase": phase.name, "lr": ctx.lr, "seconds": seconds,

@@ -39,7 +39,9 @@ How to add a method (one module in this package, imported at the bottom of this 
    ``loss``, ``phases(hp) -> list[Phase]`` (the default schedule: epochs, learning rates, which parameters
    train in each phase), ``hparams`` (defaults), ``make_config(bits, in_channels, height, width, hp)``,
    ``supervised`` (needs labels), ``semi_supervised`` (accepts ``--labeled-fraction`` < 1),
-   ``augment`` (default augmentation, see :mod:`hashtool.train.data`), ``batch_size``, ``select`` ("last",
+   ``augment`` (default augmentation, see :mod:`hashtool.train.data`), ``batch_size``, ``epoch_images``
+   (images per epoch, a seeded sample that cycles permutations when the split is smaller; None: one pass,
+   so a schedule can be the same amount of work on a 4,000- and a 55,000-image set), ``select`` ("last",
    "val_loss" or "val_map": how the engine picks the epoch to keep), and optional hooks
    ``on_phase_start(model, ctx)`` / ``on_epoch_start(model, ctx)`` / ``on_epoch_end(model, ctx, data)``
    (e.g. raise a tanh slope, re-estimate codewords from the whole training set; ``data`` is the
@@ -134,6 +136,7 @@ class Method:
     semi_supervised: bool = False
     augment: str = "none"
     batch_size: int = 128
+    epoch_images: int | None = None
     select: str = "last"
     mean: tuple = (0.5,)
     std: tuple = (0.5,)
