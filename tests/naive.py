@@ -38,3 +38,77 @@ def hamming_matrix(queries, database) -> np.ndarray:
     if len(q) == 0 or len(d) == 0:
         return np.zeros((len(q), len(d)), dtype=np.int32)
     return (q[:, None, :] != d[None, :, :]).sum(axis=2).astype(np.int32)
+
+
+def retrieval_metrics(query_codes, query_labels, db_codes, db_labels, topk=(), map_at=(), radius=2):
+    """Retrieval metrics by the book, one query at a time with Python loops (see hashtool.evaluate).
+
+    Ranking: database items sorted by (Hamming distance, database position). Relevance: same label, or a
+    shared label for 2-D multi-hot labels.
+    """
+    q_bits = np.unpackbits(np.asarray(query_codes, dtype=np.uint8), axis=1)
+    d_bits = np.unpackbits(np.asarray(db_codes, dtype=np.uint8), axis=1)
+    nbits = q_bits.shape[1]
+    ql, dl = np.asarray(query_labels), np.asarray(db_labels)
+    n = len(d_bits)
+
+    def is_rel(a, b):
+        if ql.ndim == 1:
+            return int(a) == int(b)
+        return any(x and y for x, y in zip(a, b))
+
+    aps, at_r, prec_k, r2, empty = [], {r: [] for r in map_at}, {k: [] for k in topk}, [], 0
+    pr_prec = [[] for _ in range(nbits + 1)]
+    pr_rec = [[] for _ in range(nbits + 1)]
+    for qi in range(len(q_bits)):
+        dist = [int(sum(int(x) != int(y) for x, y in zip(q_bits[qi], d_bits[j]))) for j in range(n)]
+        rel = [is_rel(ql[qi], dl[j]) for j in range(n)]
+        ranking = sorted(range(n), key=lambda j: (dist[j], j))
+        hits, precs = 0, []
+        for pos, j in enumerate(ranking, start=1):
+            if rel[j]:
+                hits += 1
+                precs.append(hits / pos)
+        total = sum(rel)
+        if total:
+            aps.append(sum(precs) / total)
+        for r in map_at:
+            hits, ps = 0, []
+            for pos, j in enumerate(ranking[:r], start=1):
+                if rel[j]:
+                    hits += 1
+                    ps.append(hits / pos)
+            at_r[r].append(sum(ps) / len(ps) if ps else 0.0)
+        for k in topk:
+            prec_k[k].append(sum(rel[j] for j in ranking[:k]) / min(k, n))
+        inside = [j for j in range(n) if dist[j] <= radius]
+        if inside:
+            r2.append(sum(rel[j] for j in inside) / len(inside))
+        else:
+            r2.append(0.0)
+            empty += 1
+        for rad in range(nbits + 1):
+            got = [j for j in range(n) if dist[j] <= rad]
+            if got:
+                pr_prec[rad].append(sum(rel[j] for j in got) / len(got))
+            if total:
+                pr_rec[rad].append(sum(rel[j] for j in got) / total)
+    out = {"map": float(np.mean(aps)) if aps else 0.0, f"precision_r{radius}": float(np.mean(r2)),
+           f"empty_r{radius}": empty / len(q_bits), "queries_without_relevant": len(q_bits) - len(aps)}
+    for r in map_at:
+        out[f"map@{r}"] = float(np.mean(at_r[r]))
+    for k in topk:
+        out[f"precision@{k}"] = float(np.mean(prec_k[k]))
+    out["pr_precision"] = [float(np.mean(p)) if p else 0.0 for p in pr_prec]
+    out["pr_recall"] = [float(np.mean(p)) if p else 0.0 for p in pr_rec]
+    return out
+
+
+def linear_hash_bits(x, mean, W):
+    """Bits of a linear hash, one dot product at a time: bit j = sum_i (x_i - mean_i) W_ij >= 0."""
+    x = np.asarray(x, dtype=np.float64)
+    out = np.zeros((x.shape[0], W.shape[1]), dtype=np.uint8)
+    for i in range(x.shape[0]):
+        for j in range(W.shape[1]):
+            out[i, j] = 1 if float(np.dot(x[i] - mean, W[:, j])) >= 0 else 0
+    return out

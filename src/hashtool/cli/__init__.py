@@ -18,7 +18,10 @@ import click
 from hashtool import __version__
 
 # name -> "module:attribute". A command is listed here only once it works.
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "eval": "hashtool.cli.eval:eval_cmd",
+    "train": "hashtool.cli.train:train_cmd",
+}
 
 
 class LazyGroup(click.Group):

@@ -1,0 +1,223 @@
+"""Retrieval quality of the unsupervised methods and the shallow baselines (the train issue's benchmark).
+
+Protocol (hashtool.datasets.make_splits, seed 0): Fashion-MNIST, 1,000 queries drawn from the test set, the
+60,000 training images as the database, mAP over the whole ranking (ties by database order); mnist-5k, 500
+queries, the other 4,500 images as the database. Baselines are fitted, and deep models trained, on the
+database minus its validation hold-out (55,000 / 4,050 images); nothing sees the queries.
+
+Every deep model is trained by the real command, ``hashtool train --method M --bits B --data D -o ...``,
+with its DEFAULTS (no flags but ``--threads``), as a subprocess; its reported training time is the engine's
+sum of epoch times (validation excluded), and the wall time of the whole command is recorded too.
+
+Usage::
+
+    python benchmarks/quality.py                       # everything (about an hour on 2 shared cores)
+    python benchmarks/quality.py --datasets mnist-5k --methods itq,ae-tanh --bits 16
+    python benchmarks/quality.py --jobs 2 --threads 1  # two deep trainings at a time, one thread each
+
+Writes ``benchmarks/out/quality.json`` (everything, including PR curves), ``quality.md`` (the table) and
+``map_vs_bits.png`` (mAP against bits, one panel per dataset), and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SHALLOW = ("lsh", "pcah", "itq")
+COLORS = {"lsh": (150, 150, 150), "pcah": (90, 160, 90), "itq": (30, 30, 30), "ae-tanh": (200, 60, 40), "scae": (40, 90, 200)}
+
+
+def run_shallow(method, bits, dataset, seed, outdir):
+    from hashtool.baselines import fit_baseline
+    from hashtool.datasets import flatten_features, load_dataset, make_splits
+    from hashtool.evaluate import retrieval_metrics
+
+    splits = make_splits(load_dataset(dataset), seed=seed)
+    x, _ = splits.part("train")
+    t0 = time.perf_counter()
+    model = fit_baseline(method, flatten_features(x), bits, seed=seed)
+    fit_s = time.perf_counter() - t0
+    q, ql = splits.part("query")
+    d, dl = splits.part("database")
+    metrics = retrieval_metrics(model.transform(flatten_features(q)), ql, model.transform(flatten_features(d)), dl)
+    model.save(outdir / f"{dataset}-{method}-{bits}.npz")
+    return {"dataset": dataset, "method": method, "bits": bits, "train_seconds": fit_s, "wall_seconds": fit_s,
+            "metrics": metrics, "protocol": splits.protocol()}
+
+
+def run_deep(method, bits, dataset, seed, outdir, threads):
+    out = outdir / f"{dataset}-{method}-{bits}.pt"
+    log = outdir / f"{dataset}-{method}-{bits}.log"
+    cmd = [sys.executable, "-m", "hashtool", "train", "--method", method, "--bits", str(bits), "--data", dataset,
+           "-o", str(out), "--seed", str(seed), "--json"]
+    if threads:
+        cmd += ["--threads", str(threads)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    t0 = time.perf_counter()
+    with open(log, "w") as errf:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=errf, text=True, env=env)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}); see {log}")
+    res = json.loads(proc.stdout)
+    return {"dataset": dataset, "method": method, "bits": bits, "train_seconds": res["train_seconds"], "wall_seconds": wall,
+            "metrics": res["metrics"], "protocol": res["protocol"], "command": " ".join(cmd[1:]), "log": str(log)}
+
+
+def table(results, datasets, methods, bits_list) -> str:
+    lines = []
+    for ds in datasets:
+        rows = {(r["method"], r["bits"]): r for r in results if r["dataset"] == ds}
+        if not rows:
+            continue
+        p = next(iter(rows.values()))["protocol"]
+        lines.append(f"**{ds}**: {p['queries']} queries ({p['queries_from']}), {p['database']} database images, "
+                     f"trained on {p['train']} (seed {p['seed']}); mAP over the whole ranking")
+        lines.append("")
+        head = "| method | " + " | ".join(f"mAP {b}" for b in bits_list) + " | " + " | ".join(f"P@r2 {b}" for b in bits_list) + \
+               " | " + " | ".join(f"train s {b}" for b in bits_list) + " |"
+        lines.append(head)
+        lines.append("|" + "---|" * (1 + 3 * len(bits_list)))
+        for m in methods:
+            cells = []
+            for key, fmt in (("map", "{:.4f}"), ("precision_r2", "{:.4f}"), (None, "{:.0f}")):
+                for b in bits_list:
+                    r = rows.get((m, b))
+                    if r is None:
+                        cells.append("-")
+                    elif key is None:
+                        cells.append(fmt.format(r["train_seconds"]))
+                    else:
+                        cells.append(fmt.format(r["metrics"][key]))
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        if "itq" in methods:
+            for m in methods:
+                if m in SHALLOW:
+                    continue
+                gaps = []
+                for b in bits_list:
+                    if (m, b) in rows and ("itq", b) in rows:
+                        gaps.append(f"{b}: {rows[(m, b)]['metrics']['map'] - rows[('itq', b)]['metrics']['map']:+.4f}")
+                if gaps:
+                    lines.append(f"\n{m} minus ITQ (mAP): " + ", ".join(gaps))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(results, datasets, methods, bits_list, path):
+    """mAP against bits, one panel per dataset, drawn with PIL (no matplotlib needed)."""
+    from PIL import Image, ImageDraw
+
+    W, H, M = 420, 320, 50
+    dsets = [d for d in datasets if any(r["dataset"] == d for r in results)]
+    img = Image.new("RGB", (W * len(dsets), H + 60), "white")
+    draw = ImageDraw.Draw(img)
+    for pi, ds in enumerate(dsets):
+        x0 = pi * W
+        rows = [r for r in results if r["dataset"] == ds]
+        vals = [r["metrics"]["map"] for r in rows]
+        lo = max(0.0, min(vals) - 0.05)
+        hi = min(1.0, max(vals) + 0.05)
+
+        def px(i):
+            return x0 + M + i * (W - 2 * M) / max(1, len(bits_list) - 1)
+
+        def py(v):
+            return H - M + 10 - (v - lo) / (hi - lo) * (H - 2 * M)
+
+        draw.rectangle([x0 + M, py(hi), x0 + W - M, py(lo)], outline="black")
+        draw.text((x0 + M, 8), f"{ds}: mAP vs bits", fill="black")
+        for k in range(5):
+            v = lo + (hi - lo) * k / 4
+            draw.line([x0 + M - 4, py(v), x0 + M, py(v)], fill="black")
+            draw.text((x0 + 6, py(v) - 6), f"{v:.2f}", fill="black")
+        for i, b in enumerate(bits_list):
+            draw.text((px(i) - 8, py(lo) + 6), str(b), fill="black")
+        draw.text((x0 + W // 2 - 10, py(lo) + 20), "bits", fill="black")
+        for mi, m in enumerate(methods):
+            pts = [(px(i), py(r["metrics"]["map"])) for i, b in enumerate(bits_list) for r in rows if r["method"] == m and r["bits"] == b]
+            color = COLORS.get(m, (120, 0, 120))
+            if len(pts) > 1:
+                draw.line(pts, fill=color, width=2)
+            for x, y in pts:
+                draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=color)
+            lx = x0 + M + (mi % 3) * 110
+            ly = H + 10 + (mi // 3) * 16
+            draw.line([lx, ly + 6, lx + 18, ly + 6], fill=color, width=3)
+            draw.text((lx + 22, ly), m, fill="black")
+    img.save(path)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--datasets", default="fashion-mnist,mnist-5k")
+    ap.add_argument("--methods", default="lsh,pcah,itq,ae-tanh,scae")
+    ap.add_argument("--bits", default="16,32,64")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--jobs", type=int, default=2, help="deep trainings run at the same time")
+    ap.add_argument("--threads", type=int, default=1, help="--threads of each deep training")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out"))
+    ap.add_argument("--reuse", action="store_true", help="keep results already in quality.json for the same cells")
+    args = ap.parse_args(argv)
+    datasets = args.datasets.split(",")
+    methods = args.methods.split(",")
+    bits_list = [int(b) for b in args.bits.split(",")]
+    outdir = Path(args.out)
+    outdir.mkdir(parents=True, exist_ok=True)
+    jpath = outdir / "quality.json"
+    old = json.loads(jpath.read_text())["results"] if args.reuse and jpath.exists() else []
+    have = {(r["dataset"], r["method"], r["bits"]) for r in old}
+    state = {"started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "load_start": os.getloadavg(),
+             "cpus": os.cpu_count(), "python": platform.python_version(), "jobs": args.jobs, "threads": args.threads}
+    results = list(old)
+    deep = []
+    for ds in datasets:
+        for m in methods:
+            for b in bits_list:
+                if (ds, m, b) in have:
+                    continue
+                if m in SHALLOW:
+                    r = run_shallow(m, b, ds, args.seed, outdir)
+                    results.append(r)
+                    print(f"{ds:14s} {m:8s} {b:3d} bits  mAP {r['metrics']['map']:.4f}  fit {r['train_seconds']:.1f}s", flush=True)
+                else:
+                    deep.append((m, b, ds))
+
+    def job(item):
+        m, b, ds = item
+        r = run_deep(m, b, ds, args.seed, outdir, args.threads)
+        print(f"{ds:14s} {m:8s} {b:3d} bits  mAP {r['metrics']['map']:.4f}  train {r['train_seconds']:.0f}s "
+              f"(wall {r['wall_seconds']:.0f}s)", flush=True)
+        return r
+
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        for r in pool.map(job, deep):
+            results.append(r)
+            _write(jpath, state, results)
+    state["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    state["load_end"] = os.getloadavg()
+    _write(jpath, state, results)
+    all_methods = [m for m in ("lsh", "pcah", "itq", "ae-tanh", "scae") if any(r["method"] == m for r in results)]
+    all_methods += sorted({r["method"] for r in results} - set(all_methods))
+    md = table(results, datasets, all_methods, bits_list)
+    (outdir / "quality.md").write_text(md + "\n")
+    plot(results, datasets, all_methods, bits_list, outdir / "map_vs_bits.png")
+    print(md)
+    print(f"machine: {state}")
+
+
+def _write(path, state, results):
+    path.write_text(json.dumps({"machine": state, "results": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""``hashtool train``: fit a shallow baseline (numpy only) or train a deep method (needs hashtool[train])."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from hashtool.cli import run_library
+
+SHALLOW = ("lsh", "pcah", "itq")
+
+
+def _parse_hp(values) -> dict:
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r}: write --hp NAME=VALUE", param_hint="--hp")
+        out[key.strip()] = value.strip()
+    return out
+
+
+@click.command("train")
+@click.option("--method", "-m", required=True, help="lsh, pcah, itq (numpy only), or a deep method: ae-tanh, scae, ...")
+@click.option("--bits", "-b", type=int, required=True, help="Code length, a multiple of 8.")
+@click.option("--data", "-d", required=True, help="fashion-mnist, mnist-5k, or a folder of IDX files / CIFAR-10 batches.")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Where to write the model (.pt for deep methods, .npz for baselines).")
+@click.option("--epochs", type=int, default=None, help="Total epochs (default: the method's documented schedule).")
+@click.option("--epoch-images", type=int, default=None, help="Images per epoch (default: the method's; a seeded sample, cycling when the set is smaller).")
+@click.option("--batch-size", type=int, default=None, help="Batch size (default: the method's).")
+@click.option("--lr", type=float, default=None, help="Base learning rate; the whole schedule is scaled to it.")
+@click.option("--augment", default=None, help='Augmentation, e.g. "shift:2,hflip" or "none" (default: the method\'s).')
+@click.option("--labeled-fraction", type=float, default=1.0, show_default=True, help="Share of training labels a semi-supervised method may use.")
+@click.option("--select", type=click.Choice(["last", "val_loss", "val_map"]), default=None, help="Which epoch to keep (default: the method's).")
+@click.option("--hp", multiple=True, help="Method hyper-parameter override NAME=VALUE (repeatable).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the splits, the initialisation and the batches.")
+@click.option("--queries", type=int, default=None, help="Number of test queries of the protocol (default: the dataset's).")
+@click.option("--val", "n_val", type=int, default=None, help="Validation images held out of training (default: the dataset's).")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True)
+@click.option("--threads", type=int, default=None, help="CPU threads (default: HASHTOOL_THREADS, else all CPUs available).")
+@click.option("--resume", is_flag=True, help="Continue the interrupted run whose checkpoint is OUTPUT.")
+@click.option("--no-eval", is_flag=True, help="Skip the final evaluation on the test protocol.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
+def train_cmd(method, bits, data, output, epochs, epoch_images, batch_size, lr, augment, labeled_fraction, select, hp, seed, queries,
+              n_val, device, threads, resume, no_eval, as_json, quiet):
+    """Train a hashing model and evaluate it on the dataset's retrieval protocol.
+
+    The protocol (seeded, disjoint queries / database / training / validation) is printed with the result and
+    stored in the model. Deep methods write an atomic checkpoint after every epoch; --resume continues.
+    """
+    result = run_library(_train, method, bits, data, output, epochs, epoch_images, batch_size, lr, augment, labeled_fraction, select,
+                         _parse_hp(hp), seed, queries, n_val, device, threads, resume, no_eval, quiet)
+    _print_result(result, as_json)
+
+
+def _print_result(result: dict, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    from hashtool.evaluate import format_metrics
+
+    click.echo(f"model     {result['model']}  ({result['method']}, {result['bits']} bits)")
+    click.echo(f"protocol  {result['protocol_text']}")
+    if "train_seconds" in result:
+        click.echo(f"training  {result['train_seconds']:.1f} s")
+    if result.get("metrics"):
+        click.echo(format_metrics(result["metrics"]))
+
+
+def _train(method, bits, data, output, epochs, epoch_images, batch_size, lr, augment, labeled_fraction, select, hp, seed, queries,
+           n_val, device, threads, resume, no_eval, quiet):
+    import time
+
+    from hashtool.codes import check_nbits
+    from hashtool.datasets import load_dataset, make_splits
+    from hashtool.errors import ArgumentError
+
+    check_nbits(bits)
+    dataset = load_dataset(data)
+    splits = make_splits(dataset, n_query=queries, n_val=n_val, seed=seed)
+    if method in SHALLOW:
+        for name, value in (("--epochs", epochs), ("--epoch-images", epoch_images), ("--batch-size", batch_size), ("--lr", lr), ("--augment", augment),
+                            ("--select", select), ("--hp", hp or None)):
+            if value is not None:
+                raise ArgumentError(f"{name} does not apply to the shallow baseline {method}")
+        if resume:
+            raise ArgumentError(f"--resume does not apply to the shallow baseline {method} (it fits in seconds)")
+        return _train_shallow(method, bits, splits, output, seed, no_eval, quiet)
+
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise ArgumentError(f"--method {method} needs PyTorch: pip install 'hashtool[train]' (itq, lsh and pcah work without it)") from None
+    from hashtool.train.engine import TrainConfig, train
+
+    cfg = TrainConfig(method=method, bits=bits, epochs=epochs, epoch_images=epoch_images, batch_size=batch_size, lr=lr, seed=seed, device=device,
+                      threads=threads, augment=augment, labeled_fraction=labeled_fraction, select=select, hparams=hp,
+                      quiet=quiet)
+    t0 = time.perf_counter()
+    model, meta = train(cfg, splits, output, resume=resume)
+    result = {"model": str(output), "method": method, "bits": bits, "protocol": splits.protocol(),
+              "protocol_text": splits.describe(), "train_seconds": meta["train_seconds"],
+              "wall_seconds": time.perf_counter() - t0, "selected_epoch": meta["selected_epoch"]}
+    if not no_eval:
+        from hashtool.train.evaluation import evaluate_checkpoint
+
+        result["metrics"] = evaluate_checkpoint(output, splits, device=meta["train_config"]["device"], store=True)
+    return result
+
+
+def _train_shallow(method, bits, splits, output, seed, no_eval, quiet):
+    import time
+
+    from hashtool.baselines import fit_baseline
+    from hashtool.datasets import flatten_features
+    from hashtool.evaluate import retrieval_metrics
+
+    images, _ = splits.part("train")
+    if not quiet:
+        print(f"[train] {splits.describe()}", file=sys.stderr)
+        print(f"[train] fitting {method} ({bits} bits) on {len(images)} images of raw pixels", file=sys.stderr)
+    t0 = time.perf_counter()
+    model = fit_baseline(method, flatten_features(images), bits, seed=seed)
+    seconds = time.perf_counter() - t0
+    ds = splits.dataset
+    model.meta.update({"dataset": ds.name, "protocol": splits.protocol(), "input_shape_hwc": list(ds.shape_hwc),
+                       "features": "raw pixels / 255, HWC order", "train_seconds": seconds})
+    result = {"model": str(output), "method": method, "bits": bits, "protocol": splits.protocol(),
+              "protocol_text": splits.describe(), "train_seconds": seconds}
+    if not no_eval:
+        q, ql = splits.part("query")
+        d, dl = splits.part("database")
+        if ql is None:
+            raise_unlabeled(ds.name)
+        metrics = retrieval_metrics(model.transform(flatten_features(q)), ql, model.transform(flatten_features(d)), dl)
+        model.meta["metrics"] = {k: v for k, v in metrics.items() if k != "pr_curve"}
+        result["metrics"] = metrics
+    model.save(output)
+    return result
+
+
+def raise_unlabeled(name):
+    from hashtool.errors import DatasetError
+
+    raise DatasetError(f"{name} has no labels, so there is nothing to evaluate; pass --no-eval")
