@@ -11,6 +11,7 @@ import gzip
 import io
 import shutil
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +72,15 @@ def encoded(img: Image.Image, fmt: str, **kw) -> bytes:
     return buf.getvalue()
 
 
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose IHDR claims width x height 8-bit grey pixels, followed by an empty IDAT and IEND."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
 def main() -> None:
     if OUT.exists():
         shutil.rmtree(OUT / "fmnist", ignore_errors=True)
@@ -129,6 +139,14 @@ def main() -> None:
     write_bytes("broken/not_an_image.png", b"This is a text file with an image extension.\n" * 4)
     write_bytes("broken/empty.jpg", b"")
     write_bytes("broken/ppm_named.png", encoded(drawing(8, 8), "PPM"))  # PPM: not in the allowlist
+    # valid header, damaged compressed pixel data (IDAT payload bytes inverted)
+    idat = good_png.index(b"IDAT") + 4
+    bad = bytearray(good_png)
+    for k in range(idat + 10, idat + 60):
+        bad[k] ^= 0xFF
+    write_bytes("broken/bad_pixels.png", bytes(bad))
+    # decompression bomb: a header claiming 100000 x 100000 pixels (10 gigapixels), a few bytes of data
+    write_bytes("broken/bomb_header.png", png_header_only(100_000, 100_000))
 
     # files folder walking must skip (hidden, AppleDouble) or ignore (extension)
     save(drawing(16, 16), ".hidden.png")
