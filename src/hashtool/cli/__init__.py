@@ -18,7 +18,9 @@ import click
 from hashtool import __version__
 
 # name -> "module:attribute". A command is listed here only once it works.
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "export": "hashtool.cli.export:export_cmd",
+}
 
 
 class LazyGroup(click.Group):
