@@ -66,8 +66,8 @@ def save_checkpoint(path, model: HashModel, preprocess: Preprocess, meta: dict |
         "meta": dict(meta or {}),
         "versions": {
             "hashtool": __version__,
-            "torch": torch.__version__,
-            "numpy": np.__version__,
+            "torch": str(torch.__version__),  # TorchVersion is not weights_only-loadable
+            "numpy": str(np.__version__),
             "python": platform.python_version(),
         },
     }
