@@ -7,8 +7,10 @@ What :func:`load_image` does, in order, and why:
    on the extension: a PNG named ``x.jpg`` loads, a text file named ``x.png`` is refused.
 2. **Decompression-bomb guard.** The pixel count in the header is checked against ``max_pixels``
    (default :data:`MAX_PIXELS`, 40 megapixels) *before* any pixel is decoded. Pillow's own
-   ``DecompressionBombError``/warning is also turned into :class:`~hashtool.errors.ImageError`.
-3. **First frame only** for animated GIF/WebP and multi-page TIFF.
+   ``DecompressionBombError`` (over ``2 * Image.MAX_IMAGE_PIXELS``, raised while reading the header) is
+   also turned into :class:`~hashtool.errors.ImageError`. The loader is thread-safe (it does not touch
+   the global ``warnings`` state), so :meth:`hashtool.encode.Encoder.encode_files` calls it from a pool.
+3. **First frame only** for animated GIF/WebP and multi-page TIFF (an opened image sits on frame 0).
 4. **Full decode** (``Image.load``): truncated or corrupt data fail here, with Pillow's reason.
    Truncated files are refused, never padded with grey (Pillow's ``LOAD_TRUNCATED_IMAGES`` stays off).
 5. **EXIF orientation** is applied (``ImageOps.exif_transpose``), so a phone photo is upright.
@@ -36,7 +38,6 @@ from __future__ import annotations
 
 import os
 import struct
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,7 @@ MAX_PIXELS = 40_000_000
 # Colour transparent pixels are composited on (see the module docstring).
 BACKGROUND = 0
 
+_ORIENTATION = 0x0112  # EXIF tag
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 _RESAMPLE = Image.Resampling.BILINEAR
 
@@ -136,24 +138,24 @@ def _reason(exc: BaseException) -> str:
 
 
 def _open_checked(path, limit: int) -> Image.Image:
-    p = Path(path)
-    if p.is_dir():
-        raise ImageError(f"{path}: is a folder, not an image file")
+    # No warnings.catch_warnings() here: it swaps process-global state and is not thread-safe, and
+    # encode_files calls this from a thread pool. The pixel limit (checked before decoding) is below
+    # Pillow's own warning threshold unless the caller raises it.
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(p, formats=_OPEN_FORMATS)
+        img = Image.open(path, formats=_OPEN_FORMATS)
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path}: is a folder, not an image file") from None
     except PermissionError:
         raise ImageError(f"{path}: permission denied") from None
     except UnidentifiedImageError:
         raise ImageError(
             f"{path}: not an image in a supported format ({', '.join(_OPEN_FORMATS)}), or its header is corrupt"
         ) from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:
         raise ImageError(f"{path}: refused as a possible decompression bomb: {_reason(exc)}") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error) as exc:
         raise ImageError(f"{path}: cannot open image: {_reason(exc)}") from None
     try:
         if img.format not in ALLOWED_FORMATS:
@@ -166,19 +168,15 @@ def _open_checked(path, limit: int) -> Image.Image:
                 f"{path}: {w}x{h} = {w * h:,} pixels exceeds the limit of {limit:,} "
                 "(decompression-bomb guard); resize the image or raise max_pixels"
             )
-        if getattr(img, "n_frames", 1) > 1:
-            img.seek(0)
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img.load()
+        img.load()  # an opened image sits on its first frame: no seek (n_frames would scan a whole GIF)
+        if img.getexif().get(_ORIENTATION, 1) not in (1, None):
             oriented = ImageOps.exif_transpose(img)
-        if oriented is not img:
             img.close()  # exif_transpose returns a copy; release the file handle (GIF/TIFF keep it open)
             img = oriented
     except ImageError:
         img.close()
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:
         img.close()
         raise ImageError(f"{path}: refused as a possible decompression bomb: {_reason(exc)}") from None
     except (OSError, ValueError, SyntaxError, EOFError, MemoryError, struct.error) as exc:
