@@ -25,7 +25,7 @@ JPEGs (quality 90, photo-like gradients + noise) through a 32x32 "RGB" model (de
 decode-only (the same thread pool, no inference) and inference-only (``Encoder.encode`` on the
 pre-decoded array) runs, to show which part limits the pipeline.
 
-Writes a JSON file and a markdown file (``--out``, default benchmarks/results/encode.*) and prints the
+Writes a JSON file and a markdown file (``--out``, default benchmarks/out/encode.*, git-ignored) and prints the
 markdown tables.
 """
 
@@ -221,7 +221,7 @@ def main(argv=None):
     ap.add_argument("--min-time", type=float, default=0.3)
     ap.add_argument("--png", type=int, default=10000, help="number of 28x28 PNG files")
     ap.add_argument("--jpeg", type=int, default=1000, help="number of 256x256 JPEG files")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "encode"))
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "encode"))
     args = ap.parse_args(argv)
     if args.quick:
         args.rounds, args.min_time, args.png, args.jpeg = 3, 0.1, 1000, 200
