@@ -212,6 +212,7 @@ def test_in_graph_packing_equals_naive_pack_of_torch_bits(sigmoid_session, image
     packed = sess.run(None, {"images": images})[0]
     bits = torch_bits(model, pp, images)
     np.testing.assert_array_equal(packed, naive.pack_bits(bits))
+    np.testing.assert_array_equal(packed, pack(bits))
     np.testing.assert_array_equal(unpack(packed, 24), bits)
 
 
