@@ -43,6 +43,16 @@ from tiny_models import (  # noqa: E402
 PARITY_N = 1000
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """torch eager with 1 thread here: on a shared 2-core machine its OpenMP barriers stall for ~100 ms
+    per call when another process holds a core (measured by benchmarks/bench_encode.py). Restored after."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def parity_images(preprocess: Preprocess, n: int = PARITY_N) -> np.ndarray:
     """n real images at the model's input (Fashion-MNIST test set, converted), random pixels if absent."""
     from PIL import Image
@@ -181,7 +191,8 @@ def test_same_image_same_tensor_through_training_numpy_and_onnx_paths(tmp_path):
 def test_binarisation_rule_at_the_threshold_in_the_graph(rule, tmp_path):
     model = ConstHash(ConstConfig(bits=16, rule=rule)).eval()
     pp = preprocess_for(model.config)
-    for output in ("packed", "bits", "real"):
+    outputs = ("packed", "bits", "real") if rule == "sign" else ("packed", "real")  # "bits" shares packed's comparison
+    for output in outputs:
         export_encoder(model, pp, tmp_path / f"{output}.onnx", output, parity_images=0)
     x = np.zeros((2, 28, 28, 1), dtype=np.uint8)
     expected_bits = naive.binarize_values(model.values.numpy()[None].repeat(2, 0), rule)
@@ -189,11 +200,12 @@ def test_binarisation_rule_at_the_threshold_in_the_graph(rule, tmp_path):
         assert expected_bits[0, :2].tolist() == [1, 1]  # 0 and -0 are bit 1
     else:
         assert expected_bits[0, 0] == 0  # exactly 0.5 is bit 0
-    for output in ("packed", "bits", "real"):
+    for output in outputs:
         codes = Encoder(tmp_path / f"{output}.onnx", threads=1).encode(x)
         np.testing.assert_array_equal(codes, naive.pack_bits(expected_bits), err_msg=output)
-    sess = ort.InferenceSession(str(tmp_path / "bits.onnx"), providers=["CPUExecutionProvider"])
-    np.testing.assert_array_equal(sess.run(None, {"images": x})[0], expected_bits)
+    if "bits" in outputs:
+        sess = ort.InferenceSession(str(tmp_path / "bits.onnx"), providers=["CPUExecutionProvider"])
+        np.testing.assert_array_equal(sess.run(None, {"images": x})[0], expected_bits)
 
 
 @pytest.fixture(scope="module")
