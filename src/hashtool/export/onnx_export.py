@@ -7,7 +7,8 @@ The graph (:class:`EncoderGraph`) is::
       -> transpose to NCHW -> model.encode(x)         the hash layer; decoder/classifier are not traced
       -> "real":  float32 (batch, bits)
       -> "bits":  uint8 {0,1} (batch, bits)           the model's rule: sign (>= 0) or sigmoid (> 0.5)
-      -> "packed": uint8 (batch, bits / 8)            byte b = sum_j bit[8b + j] << j (hashtool's order)
+      -> "packed": uint8 (batch, bits / 8)            byte b = sum_j bit[8b + j] << j (hashtool's order),
+                                                      computed as a MatMul with [1, 2, ..., 128] (exact)
 
 Export uses torch's ``torch.export``-based exporter (``dynamo=True``, the supported one since torch
 2.9) at opset :data:`OPSET`; the TorchScript exporter is still selectable with
@@ -81,14 +82,21 @@ class EncoderGraph(nn.Module):
         self.rule = model.binarize
         scale, shift = preprocess.affine()
         c = preprocess.channels
-        self.register_buffer("scale", torch.from_numpy(scale).reshape(1, 1, 1, c))
-        self.register_buffer("shift", torch.from_numpy(shift).reshape(1, 1, 1, c))
-        self.register_buffer("bit_weights", torch.tensor([1 << j for j in range(8)], dtype=torch.int32))
+        # (1, C, 1, 1): the affine map is applied after the NHWC -> NCHW transpose, so onnxruntime broadcasts
+        # each constant over a contiguous H*W run. Broadcasting a (1, 1, 1, 3) constant over the innermost
+        # axis of NHWC ran ~10x slower in onnxruntime 1.32 (measured: 13.7 ms of a 104 ms batch of 256
+        # RGB 32x32 images for the Mul alone). Per element the arithmetic is the same, x * scale + shift.
+        self.register_buffer("scale", torch.from_numpy(scale).reshape(1, c, 1, 1))
+        self.register_buffer("shift", torch.from_numpy(shift).reshape(1, c, 1, 1))
+        # Packing as one matrix product: (n * bits/8, 8) 0/1 floats times the column [1, 2, 4, ..., 128] is
+        # exact in float32 (sums of distinct powers of two <= 255). In onnxruntime 1.32 at 1 thread, batch 256,
+        # it measured 2.4x (64 bits) to 3.8x (1024 bits) faster than an int32 Mul broadcasting over an
+        # innermost axis of 8 + ReduceSum, and 10-15x faster than a MatMul with a 1-D (8,) weight.
+        self.register_buffer("bit_weights", torch.tensor([[float(1 << j)] for j in range(8)], dtype=torch.float32))
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 NHWC -> float32 NCHW, ``x * scale + shift`` (the training-time normalisation)."""
-        x = images.to(torch.float32) * self.scale + self.shift
-        return x.permute(0, 3, 1, 2)
+        return images.permute(0, 3, 1, 2).to(torch.float32) * self.scale + self.shift
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         real = self.model.encode(self.normalize(images))
@@ -97,8 +105,9 @@ class EncoderGraph(nn.Module):
         bits = binarize(real, self.rule)
         if self.output == "bits":
             return bits
-        groups = bits.to(torch.int32).reshape(bits.shape[0], -1, 8)
-        return (groups * self.bit_weights).sum(dim=2).to(torch.uint8)
+        n = bits.shape[0]
+        groups = bits.to(torch.float32).reshape(-1, 8)
+        return torch.matmul(groups, self.bit_weights).reshape(n, -1).to(torch.uint8)
 
 
 @dataclass
