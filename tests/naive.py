@@ -111,4 +111,25 @@ def linear_hash_bits(x, mean, W):
     for i in range(x.shape[0]):
         for j in range(W.shape[1]):
             out[i, j] = 1 if float(np.dot(x[i] - mean, W[:, j])) >= 0 else 0
+
+
+def normalize_pixels(images, mean, std) -> np.ndarray:
+    """uint8 NHWC -> float64 NCHW with (x / 255 - mean[c]) / std[c], one pixel at a time."""
+    images = np.asarray(images)
+    n, h, w, c = images.shape
+    out = np.zeros((n, c, h, w), dtype=np.float64)
+    for i in range(n):
+        for y in range(h):
+            for x in range(w):
+                for ch in range(c):
+                    out[i, ch, y, x] = (images[i, y, x, ch] / 255.0 - mean[ch]) / std[ch]
+    return out
+
+
+def binarize_values(real, rule: str) -> np.ndarray:
+    """Bits from real values: "sign" -> 1 where value >= 0 (so 0 and -0 give 1); "sigmoid" -> 1 where value > 0.5."""
+    real = np.asarray(real, dtype=np.float64)
+    out = np.zeros(real.shape, dtype=np.uint8)
+    for idx, v in np.ndenumerate(real):
+        out[idx] = 1 if (v >= 0 if rule == "sign" else v > 0.5) else 0
     return out

@@ -19,7 +19,12 @@ from hashtool import __version__
 
 # name -> "module:attribute". A command is listed here only once it works.
 COMMANDS: dict[str, str] = {
+    "data": "hashtool.cli.data:data",
+    "dups": "hashtool.cli.dups:dups",
     "eval": "hashtool.cli.eval:eval_cmd",
+    "export": "hashtool.cli.export:export_cmd",
+    "index": "hashtool.cli.index:index",
+    "query": "hashtool.cli.query:query",
     "train": "hashtool.cli.train:train_cmd",
 }
 

@@ -50,9 +50,8 @@ def encode_files_fn(encoder, batch_size: int = 64):
     import numpy as np
 
     def run(paths, progress):
-        res = encoder.encode_files(paths, batch_size=batch_size, progress=progress)
-        failures = [(paths.index(p) if isinstance(p, str) else int(p), reason) for p, reason in res.failures]
-        return res.codes, np.asarray(res.indices, dtype=np.int64), failures
+        res = encoder.encode_files(paths, batch_size=batch_size, progress=lambda done, total: progress(done))
+        return res.codes, np.asarray(res.indices, dtype=np.int64), [(f.index, f.reason) for f in res.failures]
 
     return run
 

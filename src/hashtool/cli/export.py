@@ -1,0 +1,80 @@
+"""``hashtool export MODEL.pt ENCODER.onnx``: write the torch-free ONNX encoder of a trained checkpoint."""
+
+from __future__ import annotations
+
+import click
+
+from hashtool.cli import run_library
+
+
+@click.command("export")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("encoder", type=click.Path(dir_okay=False, path_type=str))
+@click.option(
+    "--output",
+    type=click.Choice(["packed", "bits", "real"]),
+    default="packed",
+    show_default=True,
+    help="What the graph returns: packed uint8 codes, unpacked 0/1 bits, or the real-valued hash layer.",
+)
+@click.option(
+    "--parity-images",
+    type=click.IntRange(min=0),
+    default=256,
+    show_default=True,
+    help="Images for the onnxruntime-vs-PyTorch parity check (0 skips it).",
+)
+@click.option(
+    "--parity-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=str),
+    default=None,
+    help="Folder of images for the parity check [default: the Fashion-MNIST test set if installed, else random pixels].",
+)
+@click.option("--epsilon", type=float, default=1e-4, show_default=True,
+              help="Bits whose pre-activation is within this distance of the threshold may differ.")
+@click.option("--exporter", type=click.Choice(["dynamo", "torchscript"]), default="dynamo", show_default=True,
+              help="torch.onnx exporter; 'torchscript' is the legacy one, for models torch.export cannot trace.")
+@click.option("--no-strict", is_flag=True, help="Write the encoder even if bits differ beyond epsilon.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
+def export_cmd(model, encoder, output, parity_images, parity_dir, epsilon, exporter, no_strict, as_json, quiet):
+    """Export the encoder of MODEL.pt (a hashtool checkpoint) to ENCODER.onnx.
+
+    The graph takes uint8 images (batch, height, width, channels), normalises them, runs the encoder up
+    to the hash layer, binarises by the method's rule and packs the bits in hashtool's order. The export
+    checks itself: onnxruntime and PyTorch must give the same bits on a batch of images, except bits
+    within EPSILON of the threshold; the counts are printed.
+    """
+    import json
+
+    if not quiet:
+        click.echo(f"exporting {model} -> {encoder} (output={output}, exporter={exporter})", err=True)
+    from hashtool.export import export_model
+
+    result = run_library(
+        export_model,
+        model,
+        encoder,
+        output,
+        parity_images=parity_images,
+        parity_dir=parity_dir,
+        epsilon=epsilon,
+        exporter=exporter,
+        strict=not no_strict,
+    )
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2, sort_keys=True))
+        return
+    md = result.metadata
+    click.echo(f"wrote {result.path} ({result.bytes:,} bytes, sha256 {result.sha256[:16]}...) in {result.seconds:.1f} s")
+    click.echo(
+        f"method {md['method']}, {md['bits']} bits ({md['binarize']} rule), output {md['output']}, "
+        f"input uint8 {md['input_height']}x{md['input_width']}x{md['input_channels']} ({md['color']}, {md['resize']}), "
+        f"opset {md['opset']}"
+    )
+    if result.parity is None:
+        click.echo("parity check skipped (--parity-images 0)")
+    else:
+        click.echo(result.parity.summary())
+        if not result.parity.ok:
+            click.echo("WARNING: bits differ beyond epsilon (written because of --no-strict)", err=True)
