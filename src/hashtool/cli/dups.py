@@ -43,7 +43,7 @@ def dups(folder, max_distance, model, index_path, threads, as_json, quiet):
         with gen.catalog() as cat:
             root = cat.get_meta()["root"]
             ids = np.asarray(index.ids, dtype=np.int64)
-            codes = index.get_codes()
+            codes = index.codes()
             lims, dist, res_ids = index.range_search(codes, max_distance)
             pairs = pairs_from_range(lims, dist, res_ids, ids)
             groups = components(pairs, dict(zip(ids.tolist(), codes)))

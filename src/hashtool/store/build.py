@@ -275,7 +275,7 @@ def _current_structure(live: Generation | None) -> str:
 
 def _index_contents(index) -> tuple[np.ndarray, np.ndarray]:
     """(packed codes, ids) of every stored code, in storage order."""
-    return index.get_codes(), np.asarray(index.ids, dtype=np.int64)
+    return index.codes(), np.asarray(index.ids, dtype=np.int64)
 
 
 def _write_catalog(gen, live, root, encoder, next_id, new_rows, gone_ids, touch, failures, structure) -> None:
