@@ -62,3 +62,14 @@ def human_bytes(n: int) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n} B"
+
+
+def report_failures(failures, quiet: bool, index_path) -> None:
+    """Each unreadable file on stderr (path and reason); with --quiet one line with the count."""
+    if not failures:
+        return
+    if quiet:
+        click.echo(f"{len(failures)} file(s) could not be read; `hashtool index info --failures --index {index_path}` lists them", err=True)
+        return
+    for path, reason in failures:
+        click.echo(f"skipped {path}: {reason}", err=True)

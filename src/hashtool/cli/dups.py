@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from hashtool.cli._common import emit_json, fail, index_option, json_option, note, quiet_option, threads_option
+from hashtool.cli._common import report_failures, emit_json, fail, index_option, json_option, note, quiet_option, threads_option
 
 
 @click.command("dups")
@@ -34,8 +34,7 @@ def dups(folder, max_distance, model, index_path, threads, as_json, quiet):
     from hashtool.store.store import IndexStore
 
     report = run_build(folder, model, index_path, threads=threads, quiet=quiet)
-    for path, reason in report.failures:
-        click.echo(f"skipped {path}: {reason}", err=True)
+    report_failures(report.failures, quiet, report.index)
     store = IndexStore(resolve_index_path(index_path))
     try:
         gen = store.current()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from hashtool.cli._common import (
+    report_failures,
     emit_json,
     encode_files_fn,
     fail,
@@ -45,8 +46,7 @@ def build_cmd(folder, model, index_path, exclude, follow_symlinks, strict, struc
     aborts the build unless --strict. The index on disk is replaced atomically: a crash leaves the old one.
     """
     report = run_build(folder, model, index_path, exclude, follow_symlinks, strict, structure, batch_size, threads, quiet)
-    for path, reason in report.failures:
-        click.echo(f"skipped {path}: {reason}", err=True)
+    report_failures(report.failures, quiet, report.index)
     if as_json:
         emit_json(report.as_dict())
         return

@@ -17,13 +17,15 @@ class Progress:
         self.start = time.perf_counter()
         self.last = 0.0
         self.drawn = False
+        self.last_done = -1
 
     def update(self, done: int, total: int) -> None:
         if self.quiet:
             return
         now = time.perf_counter()
-        if done < total and now - self.last < self.interval:
+        if done == self.last_done or (done < total and now - self.last < self.interval):
             return
+        self.last_done = done
         self.last = now
         elapsed = max(now - self.start, 1e-9)
         rate = done / elapsed
