@@ -183,3 +183,28 @@ def test_mnist_5k_protocol():
     s = make_splits(load_dataset("mnist-5k"))
     assert (len(s.query), len(s.database), len(s.val)) == (500, 4500, 450)
     assert s.dataset.train_images.shape == (5000, 28, 28, 1)
+
+
+def test_image_folder_dataset_labels_from_subfolders(tmp_path):
+    import shutil
+
+    import numpy as np
+
+    from hashtool.datasets import load_dataset, load_image_folder
+    from hashtool.encode import load_image
+    from hashtool.preprocess import Preprocess
+
+    src = __import__("pathlib").Path(__file__).parent / "data" / "images" / "fmnist"
+    shutil.copytree(src, tmp_path / "imgs")
+    ds = load_image_folder(tmp_path / "imgs", height=28, width=28, color="L")
+    assert ds.classes == ("bags", "shoes", "tops", "trousers")
+    assert ds.train_images.shape == (5, 28, 28, 1) and ds.train_labels.tolist() == [0, 1, 2, 3, 3]
+    # exactly the runtime loader's pixels
+    pre = Preprocess(height=28, width=28, color="L")
+    np.testing.assert_array_equal(ds.train_images[1], load_image(tmp_path / "imgs" / "shoes" / "ankle_boot_0.png", pre))
+    assert load_dataset(tmp_path / "imgs").train_images.shape == (5, 32, 32, 3)
+    (tmp_path / "imgs" / "loose.png").write_bytes((src / "bags" / "bag_8.png").read_bytes())
+    assert load_image_folder(tmp_path / "imgs").train_labels is None  # an image outside sub-folders: unlabeled
+    (tmp_path / "imgs" / "tops" / "bad.png").write_bytes(b"not a png")
+    with pytest.raises(DatasetError, match="bad.png"):
+        load_image_folder(tmp_path / "imgs")

@@ -282,8 +282,45 @@ def load_cifar10(folder) -> Dataset:
     )
 
 
+def load_image_folder(folder, height: int = 32, width: int = 32, color: str = "RGB", resize: str = "stretch") -> Dataset:
+    """Images below ``folder``, decoded by the runtime loader (:func:`hashtool.encode.load_image`) at the
+    given size, so training sees exactly what the deployed encoder sees.
+
+    Labels come from the first-level sub-folder names (sorted; ``classes`` lists them) when every image
+    lies in a sub-folder; images directly in ``folder`` make the dataset unlabeled. Walking follows the
+    index's rules (:func:`hashtool.store.walk.walk_images`: hidden files skipped, symlinks not followed).
+    An unreadable image is an error naming the file: a training set is not silently thinned.
+    """
+    from hashtool.encode import SUPPORTED_EXTENSIONS, load_image
+    from hashtool.errors import ImageError
+    from hashtool.preprocess import Preprocess
+    from hashtool.store.walk import walk_images
+
+    folder = Path(folder)
+    pre = Preprocess(height=height, width=width, color=color, resize=resize,
+                     mean=(0.5,) * (1 if color == "L" else 3), std=(0.5,) * (1 if color == "L" else 3))
+    walked = walk_images(folder, SUPPORTED_EXTENSIONS)
+    if not walked.files:
+        raise DatasetError(
+            f"{folder}: no dataset found in this folder (expected IDX files train-images-idx3-ubyte[.gz], "
+            f"CIFAR-10 batches data_batch_1..5, or images: {', '.join(sorted(SUPPORTED_EXTENSIONS))})"
+        )
+    rels = [f.rel for f in walked.files]
+    labeled = all("/" in r for r in rels)
+    classes = tuple(sorted({r.split("/", 1)[0] for r in rels})) if labeled else None
+    images = np.empty((len(rels), *pre.shape_hwc), dtype=np.uint8)
+    for i, rel in enumerate(rels):
+        try:
+            images[i] = load_image(walked.root / rel, pre)
+        except ImageError as exc:
+            raise DatasetError(f"{exc} (remove or fix the file; a training set is never thinned silently)") from None
+    labels = np.array([classes.index(r.split("/", 1)[0]) for r in rels], dtype=np.int64) if labeled else None
+    return Dataset(name=folder.name or str(folder), train_images=images, train_labels=labels, classes=classes, source=str(walked.root))
+
+
 def load_dataset(spec) -> Dataset:
-    """Resolve a ``--data`` value: a dataset name, an IDX folder, or a CIFAR-10 folder."""
+    """Resolve a ``--data`` value: a dataset name, an IDX folder, a CIFAR-10 folder, or a folder of images
+    (:func:`load_image_folder` at its default size)."""
     spec = str(spec)
     if spec == "fashion-mnist":
         return load_fashion_mnist()
@@ -295,10 +332,7 @@ def load_dataset(spec) -> Dataset:
             return load_cifar10(path)
         if _find(path, "train-images-idx3-ubyte") is not None:
             return load_idx_folder(path)
-        raise DatasetError(
-            f"{path}: no dataset found in this folder (expected IDX files train-images-idx3-ubyte[.gz] or "
-            "CIFAR-10 batches data_batch_1..5)"
-        )
+        return load_image_folder(path)
     raise DatasetError(
         f"--data {spec!r}: not a known dataset name ({', '.join(NAMED_DATASETS)}) nor a folder; "
         "pass a name or a folder with IDX files or CIFAR-10 batches"
