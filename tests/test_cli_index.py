@@ -198,3 +198,37 @@ def test_real_process_and_no_torch(images, encoders, tmp_path):
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert res["codes"] == [0, 0], res
     assert res["out"].count('"rank"') == 2
+
+
+def test_kill_9_during_build_leaves_a_working_index(encoders, tmp_path):
+    """A build killed at any moment leaves the old index or the new one, never a mix."""
+    import signal
+    import time
+
+    from PIL import Image
+
+    enc, _ = encoders
+    folder = tmp_path / "many"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(300):
+        Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(folder / f"{i:03d}.png")
+    idx = tmp_path / "idx"
+    exe = [sys.executable, "-m", "hashtool"]
+    base = exe + ["index", "build", str(folder), "--model", str(enc), "--index", str(idx), "-q", "--batch-size", "8", "--threads", "1"]
+    assert subprocess.run(base, capture_output=True, timeout=300).returncode == 0
+    query = exe + ["query", str(folder / "000.png"), "--index", str(idx), "-k", "1", "--json"]
+    for round_, delay in enumerate((0.5, 1.0, 1.5, 2.5, 4.0)):
+        for i in range(round_ * 40, round_ * 40 + 40):  # change 40 files so the build has work to do
+            Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(folder / f"{i % 300:03d}.png")
+        p = subprocess.Popen(base, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        out = subprocess.run(query, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout.splitlines()[0])["path"].endswith(".png")
+    out = subprocess.run(base + ["--json"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1])["total"] == 300
+    assert len([p for p in idx.iterdir() if p.name.startswith("gen-")]) == 1  # half-written generations cleaned
