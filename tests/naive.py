@@ -133,3 +133,45 @@ def binarize_values(real, rule: str) -> np.ndarray:
     for idx, v in np.ndenumerate(real):
         out[idx] = 1 if (v >= 0 if rule == "sign" else v > 0.5) else 0
     return out
+
+
+def hamming_rows(query, database) -> np.ndarray:
+    """Hamming distances from one packed query (w,) to every packed code of ``database`` (n, w)."""
+    q = np.unpackbits(np.asarray(query, dtype=np.uint8)[None, :], axis=1)
+    d = np.unpackbits(np.asarray(database, dtype=np.uint8).reshape(-1, q.shape[1] // 8), axis=1)
+    return (q != d).sum(axis=1).astype(np.int32)
+
+
+def knn_search(queries, database, ids, k):
+    """Exact k-NN the slow way: every distance, then a stable argsort by (distance, id).
+
+    Returns (distances int32 (nq, k), ids int64 (nq, k)), missing entries -1 in both.
+    """
+    queries = np.asarray(queries, dtype=np.uint8)
+    ids = np.asarray(ids, dtype=np.int64)
+    out_d = np.full((len(queries), k), -1, dtype=np.int32)
+    out_i = np.full((len(queries), k), -1, dtype=np.int64)
+    by_id = np.argsort(ids, kind="stable")
+    for i, q in enumerate(queries):
+        dist = hamming_rows(q, database)
+        order = by_id[np.argsort(dist[by_id], kind="stable")][:k]
+        out_d[i, : len(order)] = dist[order]
+        out_i[i, : len(order)] = ids[order]
+    return out_d, out_i
+
+
+def range_search(queries, database, ids, max_distance):
+    """Exact range search (``max_distance`` inclusive) the slow way, as CSR (lims, distances, ids)."""
+    queries = np.asarray(queries, dtype=np.uint8)
+    ids = np.asarray(ids, dtype=np.int64)
+    by_id = np.argsort(ids, kind="stable")
+    lims, dists, found = [0], [], []
+    for q in queries:
+        dist = hamming_rows(q, database)
+        order = by_id[np.argsort(dist[by_id], kind="stable")]
+        order = order[dist[order] <= max_distance]
+        dists.append(dist[order])
+        found.append(ids[order])
+        lims.append(lims[-1] + len(order))
+    cat = lambda parts, dt: np.concatenate(parts).astype(dt) if parts else np.zeros(0, dt)  # noqa: E731
+    return np.array(lims, dtype=np.int64), cat(dists, np.int32), cat(found, np.int64)

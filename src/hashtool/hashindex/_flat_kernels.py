@@ -1,0 +1,301 @@
+"""Exhaustive-scan kernels: k-NN and range search over uint64 code words.
+
+Layout. The database is one contiguous 1-D uint64 array ``words`` of ``n * nw`` words (code ``i`` is
+``words[i * nw:(i + 1) * nw]``), queries likewise. Rows are kept sorted by id by the index classes, so a
+row's *position* orders ties exactly like its *id* does: every kernel here works on positions and the
+result order is (distance, position) == (distance, id).
+
+Distances. :func:`block_distances` fills a small int32 buffer with the distances of one query to a block of
+rows; the loop over rows is branch-free and has special cases for 1, 2 and 4 words so LLVM vectorises it
+(the ``popcount`` intrinsic becomes ``popcnt``/``vpopcntq``). Tiling: a block of ``BLOCK_WORDS`` words
+(16 KiB, L1-resident) is reused by every query of a tile of ``TILE_Q`` queries before moving on.
+
+Selection by counting (no heap). Distances are integers in ``[0, nbits]``. Each query keeps a buffer of
+candidates in scan (= position) order and a threshold ``thr``: a row is appended only if ``d < thr``.
+When the buffer is full, a ``nbits + 1`` bin histogram gives the k-th smallest distance ``t``; the buffer
+keeps every row with ``d < t`` and the first (smallest-position) rows with ``d == t`` up to ``k`` in all,
+and ``thr`` becomes ``t`` (a later row at distance ``t`` has a larger position, so it can never win a tie).
+The final answer is a stable counting sort by distance, which yields the (distance, position) order.
+
+Parallelism. The kernels are serial and release the GIL (``nogil=True``); :mod:`hashtool.hashindex._pool`
+runs them on Python threads. Many queries: each thread takes a share of the queries. Few queries: each
+thread takes a chunk of the database and selects its own top k, then a merge (chunk results are
+concatenated in chunk order, so rows of equal distance stay in position order and the same counting
+selection applies). Serial kernels compile in a fraction of the time of ``parallel=True`` ones, which
+matters for the first call of every process that has no cache.
+
+Every function is also valid plain Python, so the suite runs with ``NUMBA_DISABLE_JIT=1``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from hashtool.hashindex._popcount import popcount
+
+TILE_Q = 16
+BLOCK_WORDS = 2048
+
+
+@njit(cache=True, nogil=True)
+def block_distances(words, nw, p0, p1, q, qo, out):
+    """out[i - p0] = Hamming distance between rows p0..p1-1 of ``words`` and the query at ``q[qo:qo+nw]``.
+
+    The loops run over a slice (a contiguous view starting at 0), which is the form LLVM vectorises.
+    """
+    x = words[p0 * nw:p1 * nw]
+    m = p1 - p0
+    if nw == 1:
+        a = q[qo]
+        for i in range(m):
+            out[i] = popcount(x[i] ^ a)
+    elif nw == 2:
+        a = q[qo]
+        b = q[qo + 1]
+        for i in range(m):
+            out[i] = popcount(x[2 * i] ^ a) + popcount(x[2 * i + 1] ^ b)
+    elif nw == 4:
+        a = q[qo]
+        b = q[qo + 1]
+        e = q[qo + 2]
+        f = q[qo + 3]
+        for i in range(m):
+            out[i] = (
+                popcount(x[4 * i] ^ a)
+                + popcount(x[4 * i + 1] ^ b)
+                + popcount(x[4 * i + 2] ^ e)
+                + popcount(x[4 * i + 3] ^ f)
+            )
+    else:
+        for i in range(m):
+            s = 0
+            for w in range(nw):
+                s += popcount(x[i * nw + w] ^ q[qo + w])
+            out[i] = s
+
+
+@njit(cache=True, nogil=True)
+def block_count_below(words, nw, p0, p1, q, qo, th):
+    """How many of rows p0..p1-1 are at distance < ``th`` from the query (a vectorised reduction, no stores).
+
+    The scans call this first and look at a block row by row only when it holds a hit: once the k-th
+    distance is known, almost every block has none. ``(d - th) >> 63`` in uint64 is 1 exactly when
+    ``d < th`` (both are small): this unsigned form vectorised best of the variants measured.
+    """
+    x = words[p0 * nw:p1 * nw]
+    m = p1 - p0
+    t = np.uint64(th)
+    s63 = np.uint64(63)
+    c = np.uint64(0)
+    if nw == 1:
+        a = q[qo]
+        for i in range(m):
+            c += (np.uint64(popcount(x[i] ^ a)) - t) >> s63
+    elif nw == 2:
+        a = q[qo]
+        b = q[qo + 1]
+        for i in range(m):
+            c += (np.uint64(popcount(x[2 * i] ^ a) + popcount(x[2 * i + 1] ^ b)) - t) >> s63
+    elif nw == 4:
+        a = q[qo]
+        b = q[qo + 1]
+        e = q[qo + 2]
+        f = q[qo + 3]
+        for i in range(m):
+            d = (
+                popcount(x[4 * i] ^ a)
+                + popcount(x[4 * i + 1] ^ b)
+                + popcount(x[4 * i + 2] ^ e)
+                + popcount(x[4 * i + 3] ^ f)
+            )
+            c += (np.uint64(d) - t) >> s63
+    else:
+        for i in range(m):
+            d = 0
+            for w in range(nw):
+                d += popcount(x[i * nw + w] ^ q[qo + w])
+            c += (np.uint64(d) - t) >> s63
+    return np.int64(c)
+
+
+@njit(cache=True, nogil=True)
+def distances_to(words, nw, positions, q, qo):
+    """Distances between the query ``q[qo:qo+nw]`` and the rows at ``positions`` (for MIH verification)."""
+    out = np.empty(positions.shape[0], np.int32)
+    for j in range(positions.shape[0]):
+        base = positions[j] * nw
+        s = 0
+        for w in range(nw):
+            s += popcount(words[base + w] ^ q[qo + w])
+        out[j] = s
+    return out
+
+
+@njit(cache=True, nogil=True)
+def compact(bd, bp, cnt, k, hist):
+    """Keep the k best of ``cnt`` buffered candidates (in position order); return (count, new threshold).
+
+    ``hist`` has ``nbits + 1`` bins. With fewer than ``k`` candidates everything is kept and the
+    threshold stays open (``nbits + 1``).
+    """
+    nb = hist.shape[0]
+    for d in range(nb):
+        hist[d] = 0
+    for i in range(cnt):
+        hist[bd[i]] += 1
+    cum = 0
+    t = nb
+    for d in range(nb):
+        cum += hist[d]
+        if cum >= k:
+            t = d
+            break
+    if t == nb:
+        return cnt, nb
+    need_t = k - (cum - hist[t])
+    j = 0
+    for i in range(cnt):
+        d = bd[i]
+        if d < t:
+            bd[j] = d
+            bp[j] = bp[i]
+            j += 1
+        elif d == t and need_t > 0:
+            need_t -= 1
+            bd[j] = d
+            bp[j] = bp[i]
+            j += 1
+    return j, t
+
+
+@njit(cache=True, nogil=True)
+def emit(bd, bp, cnt, k, hist, out_d, out_p):
+    """Write the k best candidates in (distance, position) order into ``out_d``/``out_p``; pad with -1."""
+    cnt, t = compact(bd, bp, cnt, k, hist)
+    nb = hist.shape[0]
+    for d in range(nb):
+        hist[d] = 0
+    for i in range(cnt):
+        hist[bd[i]] += 1
+    s = 0
+    for d in range(nb):
+        c = hist[d]
+        hist[d] = s
+        s += c
+    for i in range(cnt):
+        d = bd[i]
+        o = hist[d]
+        hist[d] = o + 1
+        out_d[o] = d
+        out_p[o] = bp[i]
+    for o in range(cnt, k):
+        out_d[o] = -1
+        out_p[o] = -1
+    return cnt
+
+
+@njit(cache=True, nogil=True)
+def knn_tile(words, nw, nbits, q, qa, qb, pa, pb, k, out_d, out_p, out_n):
+    """Top k of rows pa..pb-1 for the tile of queries qa..qb-1 (rows qa..qb-1 of out_d/out_p/out_n)."""
+    nt = qb - qa
+    cap = 2 * k + 32
+    bd = np.empty((nt, cap), np.int32)
+    bp = np.empty((nt, cap), np.int64)
+    cnt = np.zeros(nt, np.int64)
+    thr = np.full(nt, nbits + 1, np.int64)
+    hist = np.empty(nbits + 1, np.int64)
+    block = max(1, BLOCK_WORDS // nw)
+    dist = np.empty(block, np.int32)
+    for p0 in range(pa, pb, block):
+        p1 = min(p0 + block, pb)
+        for t in range(nt):
+            th = thr[t]
+            if block_count_below(words, nw, p0, p1, q, (qa + t) * nw, th) == 0:
+                continue
+            block_distances(words, nw, p0, p1, q, (qa + t) * nw, dist)
+            c = cnt[t]
+            for i in range(p1 - p0):
+                d = dist[i]
+                if d < th:
+                    bd[t, c] = d
+                    bp[t, c] = p0 + i
+                    c += 1
+                    if c == cap:
+                        c, th = compact(bd[t], bp[t], c, k, hist)
+            cnt[t] = c
+            thr[t] = th
+    for t in range(nt):
+        out_n[qa + t] = emit(bd[t], bp[t], cnt[t], k, hist, out_d[qa + t], out_p[qa + t])
+
+
+@njit(cache=True, nogil=True)
+def knn_scan(words, nw, nbits, q, qa, qb, pa, pb, k, out_d, out_p, out_n):
+    """Top k of rows pa..pb-1 for queries qa..qb-1, tile by tile (one task of the thread pool)."""
+    for ta in range(qa, qb, TILE_Q):
+        knn_tile(words, nw, nbits, q, ta, min(ta + TILE_Q, qb), pa, pb, k, out_d, out_p, out_n)
+
+
+@njit(cache=True, nogil=True)
+def knn_merge(cd, cp, cn, k, nbits, out_d, out_p, out_n):
+    """Merge per-chunk top-k lists (chunks in position order) into the final top k per query."""
+    nchunks = cn.shape[0]
+    nq = cn.shape[1]
+    bd = np.empty(nchunks * k + 1, np.int32)
+    bp = np.empty(nchunks * k + 1, np.int64)
+    hist = np.empty(nbits + 1, np.int64)
+    for qi in range(nq):
+        c = 0
+        for ch in range(nchunks):
+            for i in range(cn[ch, qi]):
+                bd[c] = cd[ch, qi, i]
+                bp[c] = cp[ch, qi, i]
+                c += 1
+        out_n[qi] = emit(bd, bp, c, k, hist, out_d[qi], out_p[qi])
+
+
+@njit(cache=True, nogil=True)
+def range_scan(words, nw, q, qa, qb, pa, pb, max_distance, cap, rd, rp, rn):
+    """Rows pa..pb-1 within ``max_distance`` of queries qa..qb-1, in position order.
+
+    ``rn[qi]`` counts every match (it may exceed ``cap``); only the first ``cap`` are stored.
+    """
+    block = max(1, BLOCK_WORDS // nw)
+    dist = np.empty(block, np.int32)
+    for p0 in range(pa, pb, block):
+        p1 = min(p0 + block, pb)
+        for qi in range(qa, qb):
+            if block_count_below(words, nw, p0, p1, q, qi * nw, max_distance + 1) == 0:
+                continue
+            block_distances(words, nw, p0, p1, q, qi * nw, dist)
+            c = rn[qi]
+            for i in range(p1 - p0):
+                d = dist[i]
+                if d <= max_distance:
+                    if c < cap:
+                        rd[qi, c] = d
+                        rp[qi, c] = p0 + i
+                    c += 1
+            rn[qi] = c
+
+
+@njit(cache=True, nogil=True)
+def range_collect(rd, rp, rn, nbits, lims, out_d, out_p):
+    """CSR assembly: per query, concatenate chunk matches in chunk order and counting-sort by distance."""
+    nchunks = rn.shape[0]
+    nq = rn.shape[1]
+    for qi in range(nq):
+        hist = np.zeros(nbits + 2, np.int64)
+        for ch in range(nchunks):
+            for i in range(rn[ch, qi]):
+                hist[rd[ch, qi, i] + 1] += 1
+        base = lims[qi]
+        for d in range(nbits + 1):
+            hist[d + 1] += hist[d]
+        for ch in range(nchunks):
+            for i in range(rn[ch, qi]):
+                d = rd[ch, qi, i]
+                o = hist[d]
+                hist[d] = o + 1
+                out_d[base + o] = d
+                out_p[base + o] = rp[ch, qi, i]

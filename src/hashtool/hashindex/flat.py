@@ -1,0 +1,112 @@
+"""FlatIndex: exhaustive Hamming search over bit-packed codes (the exact baseline, and fast).
+
+See :mod:`hashtool.hashindex._flat_kernels` for the kernels (tiling, counting selection, how threads
+split the work) and :mod:`hashtool.hashindex._base` for the result conventions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hashtool.hashindex import _flat_kernels as K
+from hashtool.hashindex import _pool
+from hashtool.hashindex._base import BaseIndex
+
+# Split the database (not the queries) across threads when there are fewer than this many query tiles per
+# thread: one query, or a handful, must still keep every core busy.
+_TILES_PER_THREAD = 2
+_MIN_CHUNK_ROWS = 4096
+_RANGE_CAP = 64
+
+
+def _by_queries(nq: int, n: int, threads: int) -> bool:
+    ntiles = (nq + K.TILE_Q - 1) // K.TILE_Q
+    return threads == 1 or ntiles >= _TILES_PER_THREAD * threads or n < 2 * _MIN_CHUNK_ROWS
+
+
+def flat_knn(words, nw, nbits, n, q, k, threads):
+    """k-NN by exhaustive scan over positions; returns (distances int32 (nq,k), positions int64 (nq,k))."""
+    nq = q.shape[0] // nw
+    out_d = np.full((nq, k), -1, dtype=np.int32)
+    out_p = np.full((nq, k), -1, dtype=np.int64)
+    if nq == 0 or n == 0:
+        return out_d, out_p
+    out_n = np.zeros(nq, dtype=np.int64)
+    if _by_queries(nq, n, threads):
+        tasks = [(words, nw, nbits, q, qa, qb, 0, n, k, out_d, out_p, out_n) for qa, qb in _pool.split(nq, threads)]
+        _pool.run(threads, K.knn_scan, tasks)
+    else:
+        chunks = _pool.split(n, min(threads, n // _MIN_CHUNK_ROWS))
+        nchunks = len(chunks)
+        cd = np.empty((nchunks, nq, k), dtype=np.int32)
+        cp = np.empty((nchunks, nq, k), dtype=np.int64)
+        cn = np.zeros((nchunks, nq), dtype=np.int64)
+        tasks = [(words, nw, nbits, q, 0, nq, pa, pb, k, cd[c], cp[c], cn[c]) for c, (pa, pb) in enumerate(chunks)]
+        _pool.run(threads, K.knn_scan, tasks)
+        K.knn_merge(cd, cp, cn, k, nbits, out_d, out_p, out_n)
+    return out_d, out_p
+
+
+def flat_range(words, nw, nbits, n, q, max_distance, threads):
+    """Range search by exhaustive scan; returns (lims int64, distances int32, positions int64)."""
+    nq = q.shape[0] // nw
+    if nq == 0 or n == 0:
+        return np.zeros(nq + 1, dtype=np.int64), np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int64)
+    max_distance = min(max_distance, nbits)
+    if _by_queries(nq, n, threads):
+        chunks = [(0, n)]
+        qparts = _pool.split(nq, threads)
+    else:
+        chunks = _pool.split(n, min(threads, n // _MIN_CHUNK_ROWS))
+        qparts = [(0, nq)]
+    nchunks = len(chunks)
+    cap = min(_RANGE_CAP, n)
+    while True:
+        rd = np.empty((nchunks, nq, cap), dtype=np.int32)
+        rp = np.empty((nchunks, nq, cap), dtype=np.int64)
+        rn = np.zeros((nchunks, nq), dtype=np.int64)
+        tasks = [
+            (words, nw, q, qa, qb, pa, pb, max_distance, cap, rd[c], rp[c], rn[c])
+            for c, (pa, pb) in enumerate(chunks)
+            for qa, qb in qparts
+        ]
+        _pool.run(threads, K.range_scan, tasks)
+        need = int(rn.max())
+        if need <= cap:
+            break
+        cap = need  # exact: the first pass counted every match
+    lims = np.zeros(nq + 1, dtype=np.int64)
+    np.cumsum(rn.sum(axis=0), out=lims[1:])
+    out_d = np.empty(int(lims[-1]), dtype=np.int32)
+    out_p = np.empty(int(lims[-1]), dtype=np.int64)
+    K.range_collect(rd, rp, rn, nbits, lims, out_d, out_p)
+    return lims, out_d, out_p
+
+
+class FlatIndex(BaseIndex):
+    """Exhaustive search: every query is compared with every stored code.
+
+    >>> index = FlatIndex(64)
+    >>> index.add(codes)                      # packed uint8 (n, 8), ids 0..n-1
+    >>> distances, ids = index.search(queries, k=10)
+    >>> lims, distances, ids = index.range_search(queries, max_distance=8)
+    """
+
+    _TYPE = 1
+
+    def search(self, queries, k):
+        """The ``k`` nearest codes of each query: ``(distances int32 (nq, k), ids int64 (nq, k))``.
+
+        Sorted by (distance, id); missing entries (fewer than k codes stored) are -1 in both arrays.
+        """
+        k = self._check_k(k)
+        q = self._prepare_codes(queries, "queries")
+        d, p = flat_knn(self._words, self._nw, self._nbits, len(self), q, k, self._threads)
+        return d, self._ids_of(p)
+
+    def range_search(self, queries, max_distance):
+        """Every code within ``max_distance`` (inclusive) of each query, as CSR ``(lims, distances, ids)``."""
+        r = self._check_radius(max_distance)
+        q = self._prepare_codes(queries, "queries")
+        lims, d, p = flat_range(self._words, self._nw, self._nbits, len(self), q, r, self._threads)
+        return lims, d, self._ids_of(p)

@@ -1,0 +1,349 @@
+"""MIHIndex: exact k-NN and range search by multi-index hashing, with a fallback to the scan.
+
+Choices (see :mod:`hashtool.hashindex._mih_kernels` for the search itself):
+
+* ``m`` substrings; by default ``round(nbits / log2(n))`` (Norouzi et al.'s rule: substrings about as
+  wide as log2 of the number of codes, so buckets hold about one code on uniform data), clamped so that
+  every substring is 8 to 32 bits wide (and ``m <= nbits // 8``). With ``m=None`` the value is chosen
+  again whenever the tables are rebuilt, since it depends on ``len(index)``.
+* A table is *dense* (offsets over all ``2**width`` keys) when ``width <= 24`` and ``2**width`` is at most
+  ``max(8 n, 65536)``; otherwise *sparse* (sorted distinct keys, binary search).
+* ``add``/``remove`` drop the tables; the next search rebuilds them (count-then-fill, O(n m)). A search
+  never sees stale tables.
+* Fallback (``fallback=True``, the default): tiny indexes (at most ``SMALL_SCAN_WORDS`` words) are
+  scanned outright; a range search whose enumeration alone would cost more than the budget is scanned;
+  otherwise each query runs the multi-index search with a work budget of ``FALLBACK_FRACTION`` of a full
+  scan, and a query that exceeds it is answered by the scan. So a query costs at most about
+  ``1 + FALLBACK_FRACTION`` scans. ``fallback=False`` forces the multi-index path (for tests and
+  benchmarks).
+* Per-query statistics of the last search are in :attr:`MIHIndex.last_stats` (and returned with
+  ``return_stats=True``): ``lookups`` (buckets probed), ``candidates`` (table entries checked),
+  ``radius`` (last substring radius reached, -1 if none), ``path`` ("mih" or "scan").
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from hashtool.errors import ArgumentError, IndexFormatError
+from hashtool.hashindex import _mih_kernels as MK
+from hashtool.hashindex import _pool
+from hashtool.hashindex._base import BaseIndex, _as_int
+from hashtool.hashindex.flat import flat_knn, flat_range
+
+MIN_WIDTH = 8
+MAX_WIDTH = 32
+DENSE_MAX_BITS = 24
+SMALL_SCAN_WORDS = 1 << 14
+FALLBACK_FRACTION = 0.1
+_TABLE_KEYS = ("sub_start", "sub_width", "t_dense", "t_off_base", "t_key_base", "t_key_len")
+_TABLE_ARRAYS = ("t_offsets", "t_keys", "t_pos", "t_word0")
+
+
+def default_m(nbits: int, n: int) -> int:
+    """``round(nbits / log2(n))`` clamped to substrings of 8..32 bits."""
+    m = round(nbits / math.log2(max(n, 2)))
+    lo = -(-nbits // MAX_WIDTH)
+    hi = max(1, nbits // MIN_WIDTH)
+    return max(lo, min(hi, m, 64))
+
+
+def substring_layout(nbits: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """(start bit, width) of each of the ``m`` substrings; the first ``nbits % m`` are one bit wider."""
+    base, extra = divmod(nbits, m)
+    widths = np.array([base + (1 if j < extra else 0) for j in range(m)], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int64)
+    return starts, widths
+
+
+class MIHIndex(BaseIndex):
+    """Exact Hamming search with multi-index hashing; same answers as :class:`FlatIndex`, to the last tie.
+
+    ``m``: number of substrings (None: automatic, see the module docstring). ``fallback``: answer a query
+    by the exhaustive scan when the multi-index search would cost more.
+    """
+
+    _TYPE = 2
+
+    def __init__(self, nbits: int, m: int | None = None, threads: int | None = None, fallback: bool = True):
+        super().__init__(nbits, threads)
+        if m is not None:
+            m = _as_int(m, "m", 1)
+            lo = -(-self._nbits // MAX_WIDTH)
+            if m < lo or m > self._nbits:
+                raise ArgumentError(
+                    f"m={m} is out of range for {self._nbits}-bit codes: substrings must be at most "
+                    f"{MAX_WIDTH} bits, so m must be between {lo} and {self._nbits}"
+                )
+        self._m_req = m
+        self._fallback = bool(fallback)
+        self._tables = None
+        self.last_stats = None
+
+    @property
+    def m(self) -> int:
+        """Number of substrings in use (or that the next build will use)."""
+        if self._tables is not None:
+            return int(self._tables["sub_width"].shape[0])
+        return self._m_req if self._m_req is not None else default_m(self._nbits, len(self))
+
+    @property
+    def fallback(self) -> bool:
+        return self._fallback
+
+    @fallback.setter
+    def fallback(self, value: bool) -> None:
+        self._fallback = bool(value)
+
+    def __repr__(self) -> str:
+        return f"MIHIndex(nbits={self._nbits}, m={self.m}, n={len(self)}, threads={self._threads})"
+
+    # ------------------------------------------------------------------ tables
+    def _changed(self) -> None:
+        self._tables = None
+
+    def _ensure_tables(self) -> dict:
+        if self._tables is None:
+            self._tables = self._build_tables()
+        return self._tables
+
+    def _build_tables(self) -> dict:
+        n, nw, words = len(self), self._nw, self._words
+        m = self.m
+        starts, widths = substring_layout(self._nbits, m)
+        t_dense = np.zeros(m, dtype=np.int64)
+        t_off_base = np.zeros(m, dtype=np.int64)
+        t_key_base = np.zeros(m, dtype=np.int64)
+        t_key_len = np.zeros(m, dtype=np.int64)
+        t_pos = np.empty(m * n, dtype=np.int32)
+        t_word0 = np.empty(m * n, dtype=np.uint64)
+        offsets, keys_all = [], []
+        off_base = key_base = 0
+        keys = np.empty(n, dtype=np.int64)
+        if n >= 2**31:
+            raise ArgumentError(f"MIHIndex holds at most 2**31 - 1 codes, got {n}; use FlatIndex")
+        for j in range(m):
+            w = int(widths[j])
+            MK.substring_keys(words, nw, n, int(starts[j]), w, keys)
+            dense = w <= DENSE_MAX_BITS and (1 << w) <= max(8 * n, 1 << 16)
+            seg = slice(j * n, (j + 1) * n)
+            if dense:
+                off = np.zeros((1 << w) + 1, dtype=np.int64)
+                MK.build_dense(keys, words, nw, n, off, t_pos[seg], t_word0[seg])
+                klen = 0
+            else:
+                order = np.argsort(keys, kind="stable")
+                sk = keys[order]
+                uniq, first = np.unique(sk, return_index=True)
+                off = np.append(first, n).astype(np.int64)
+                t_pos[seg] = order
+                t_word0[seg] = words[order * nw] if n else 0
+                keys_all.append(uniq.astype(np.int64))
+                klen = uniq.shape[0]
+            t_dense[j] = int(dense)
+            t_off_base[j] = off_base
+            t_key_base[j] = key_base
+            t_key_len[j] = klen
+            offsets.append(off)
+            off_base += off.shape[0]
+            key_base += klen
+        return {
+            "sub_start": starts,
+            "sub_width": widths,
+            "t_dense": t_dense,
+            "t_off_base": t_off_base,
+            "t_key_base": t_key_base,
+            "t_key_len": t_key_len,
+            "t_offsets": np.concatenate(offsets) if offsets else np.zeros(0, np.int64),
+            "t_keys": np.concatenate(keys_all) if keys_all else np.zeros(0, np.int64),
+            "t_pos": t_pos,
+            "t_word0": t_word0,
+        }
+
+    def _args(self, t):
+        return (
+            t["sub_width"].shape[0], t["sub_start"], t["sub_width"], t["t_dense"], t["t_off_base"],
+            t["t_key_base"], t["t_key_len"], t["t_offsets"], t["t_keys"], t["t_pos"], t["t_word0"],
+        )
+
+    def _budget(self) -> int:
+        if not self._fallback:
+            return 2**62
+        return int(FALLBACK_FRACTION * len(self) * self._nw) + 1
+
+    def _scan_everything(self) -> bool:
+        return self._fallback and len(self) * self._nw <= SMALL_SCAN_WORDS
+
+    @staticmethod
+    def _stats(nq, n, lookups=None, cands=None, radius=None, fell=None):
+        if lookups is None:
+            return {
+                "lookups": np.zeros(nq, np.int64),
+                "candidates": np.full(nq, n, np.int64),
+                "radius": np.full(nq, -1, np.int64),
+                "path": np.full(nq, "scan"),
+            }
+        return {
+            "lookups": lookups,
+            "candidates": np.where(fell, cands + n, cands),
+            "radius": radius,
+            "path": np.where(fell, "scan", "mih"),
+        }
+
+    # ------------------------------------------------------------------ search
+    def search(self, queries, k, return_stats: bool = False):
+        """Exact k-NN, identical to :meth:`FlatIndex.search`; with ``return_stats`` also the stats dict."""
+        k = self._check_k(k)
+        q = self._prepare_codes(queries, "queries")
+        nq, n, nw = q.shape[0] // self._nw, len(self), self._nw
+        if n == 0 or nq == 0 or self._scan_everything():
+            d, p = flat_knn(self._words, nw, self._nbits, n, q, k, self._threads)
+            self.last_stats = self._stats(nq, n)
+        else:
+            t = self._ensure_tables()
+            d = np.empty((nq, k), dtype=np.int32)
+            p = np.empty((nq, k), dtype=np.int64)
+            lookups, cands, radius = (np.zeros(nq, np.int64) for _ in range(3))
+            fell = np.zeros(nq, dtype=np.bool_)
+            args, budget = self._args(t), self._budget()
+            tasks = [
+                (self._words, nw, n, q, qa, qb, k, *args, budget, d, p, lookups, cands, radius, fell)
+                for qa, qb in _pool.split(nq, 4 * self._threads)
+            ]
+            _pool.run(self._threads, MK.mih_knn, tasks)
+            if fell.any():
+                rows = np.flatnonzero(fell)
+                qf = np.ascontiguousarray(q.reshape(nq, nw)[rows].reshape(-1))
+                d[rows], p[rows] = flat_knn(self._words, nw, self._nbits, n, qf, k, self._threads)
+            self.last_stats = self._stats(nq, n, lookups, cands, radius, fell)
+        ids = self._ids_of(p)
+        return (d, ids, self.last_stats) if return_stats else (d, ids)
+
+    def _range_lookups(self, widths, r: int) -> int:
+        """Buckets the range search with radius ``r`` probes (pigeonhole rule), for the fallback test."""
+        m = widths.shape[0]
+        total = 0
+        for j in range(m):
+            # substring j is searched to radius rho with m * rho + j <= r
+            rho = (r - j) // m
+            total += sum(math.comb(int(widths[j]), x) for x in range(0, min(rho, int(widths[j])) + 1))
+        return total
+
+    def range_search(self, queries, max_distance, return_stats: bool = False):
+        """Exact range search, identical to :meth:`FlatIndex.range_search`; optionally with stats."""
+        r = self._check_radius(max_distance)
+        q = self._prepare_codes(queries, "queries")
+        nq, n, nw = q.shape[0] // self._nw, len(self), self._nw
+        r = min(r, self._nbits)
+        scan = n == 0 or nq == 0 or self._scan_everything()
+        if not scan and self._fallback:
+            widths = self._tables["sub_width"] if self._tables is not None else substring_layout(self._nbits, self.m)[1]
+            scan = self._range_lookups(widths, r) * MK.LOOKUP_COST > self._budget()
+        if scan:
+            lims, d, p = flat_range(self._words, nw, self._nbits, n, q, r, self._threads)
+            self.last_stats = self._stats(nq, n)
+        else:
+            t = self._ensure_tables()
+            args, budget = self._args(t), self._budget()
+            cap = 64
+            while True:
+                rd = np.empty((nq, cap), dtype=np.int32)
+                rp = np.empty((nq, cap), dtype=np.int64)
+                rn = np.zeros(nq, dtype=np.int64)
+                lookups, cands, radius = (np.zeros(nq, np.int64) for _ in range(3))
+                fell = np.zeros(nq, dtype=np.bool_)
+                tasks = [
+                    (self._words, nw, n, q, qa, qb, r, *args, budget, cap, rd, rp, rn, lookups, cands, radius, fell)
+                    for qa, qb in _pool.split(nq, 4 * self._threads)
+                ]
+                _pool.run(self._threads, MK.mih_range, tasks)
+                need = int(rn.max())
+                if need <= cap:
+                    break
+                cap = need
+            per_query_d = [rd[i, : rn[i]] for i in range(nq)]
+            per_query_p = [rp[i, : rn[i]] for i in range(nq)]
+            if fell.any():
+                rows = np.flatnonzero(fell)
+                qf = np.ascontiguousarray(q.reshape(nq, nw)[rows].reshape(-1))
+                fl, fd, fp = flat_range(self._words, nw, self._nbits, n, qf, r, self._threads)
+                for i, row in enumerate(rows):
+                    per_query_d[row] = fd[fl[i]: fl[i + 1]]
+                    per_query_p[row] = fp[fl[i]: fl[i + 1]]
+            counts = np.array([a.shape[0] for a in per_query_d], dtype=np.int64)
+            lims = np.zeros(nq + 1, dtype=np.int64)
+            np.cumsum(counts, out=lims[1:])
+            d = np.concatenate(per_query_d).astype(np.int32, copy=False) if nq else np.zeros(0, np.int32)
+            p = np.concatenate(per_query_p).astype(np.int64, copy=False) if nq else np.zeros(0, np.int64)
+            self.last_stats = self._stats(nq, n, lookups, cands, radius, fell)
+        ids = self._ids_of(p)
+        return (lims, d, ids, self.last_stats) if return_stats else (lims, d, ids)
+
+    # ------------------------------------------------------------------ persistence
+    def _sections(self):
+        sections = {"words": self._words, "ids": self._ids}
+        if len(self):
+            t = self._ensure_tables()
+            for name in _TABLE_KEYS + _TABLE_ARRAYS:
+                sections[name] = t[name]
+        return [self.m, self._m_req or 0, int(self._fallback)], sections
+
+    def _restore(self, f) -> None:
+        super()._restore(f)
+        m_used, m_req, fallback = f.params[:3]
+        self._m_req = int(m_req) or None
+        self._fallback = bool(fallback)
+        present = [name for name in _TABLE_KEYS + _TABLE_ARRAYS if name in f.sections]
+        if not present:
+            if len(self):
+                raise IndexFormatError(f"{f.path}: the multi-index tables are missing")
+            return
+        if len(present) != len(_TABLE_KEYS + _TABLE_ARRAYS):
+            raise IndexFormatError(f"{f.path}: some multi-index tables are missing")
+        t = {name: f.sections[name] for name in present}
+        self._check_tables(f, t, int(m_used))
+        self._tables = t
+
+    def _check_tables(self, f, t, m: int) -> None:
+        bad = lambda what: IndexFormatError(f"{f.path}: multi-index tables are corrupted ({what})")  # noqa: E731
+        n = len(self)
+        for name in _TABLE_KEYS:
+            if t[name].dtype != np.int64 or t[name].shape[0] != m:
+                raise bad(f"{name} should hold {m} int64 values")
+        starts, widths = substring_layout(self._nbits, m) if 1 <= m <= self._nbits else (None, None)
+        if starts is None or not (np.array_equal(starts, t["sub_start"]) and np.array_equal(widths, t["sub_width"])):
+            raise bad("substring layout")
+        if (t["t_pos"].dtype != np.int32 or t["t_word0"].dtype != np.uint64 or t["t_offsets"].dtype != np.int64
+                or t["t_keys"].dtype != np.int64):
+            raise bad("dtypes")
+        if t["t_pos"].shape[0] != m * n or t["t_word0"].shape[0] != m * n:
+            raise bad("entry count")
+        off_base = key_base = 0
+        for j in range(m):
+            w = int(widths[j])
+            dense = int(t["t_dense"][j])
+            klen = int(t["t_key_len"][j])
+            if dense not in (0, 1) or int(t["t_off_base"][j]) != off_base or int(t["t_key_base"][j]) != key_base:
+                raise bad(f"table {j} bases")
+            nofs = (1 << w) + 1 if dense else klen + 1
+            if dense and klen != 0:
+                raise bad(f"table {j} keys")
+            if off_base + nofs > t["t_offsets"].shape[0] or key_base + klen > t["t_keys"].shape[0]:
+                raise bad(f"table {j} sizes")
+            if f.verified:
+                off = t["t_offsets"][off_base: off_base + nofs]
+                if off[0] != 0 or off[-1] != n or (np.diff(off) < 0).any():
+                    raise bad(f"table {j} offsets")
+                if not dense:
+                    keys = t["t_keys"][key_base: key_base + klen]
+                    if klen and (keys[0] < 0 or keys[-1] >= (1 << w) or (np.diff(keys) <= 0).any()):
+                        raise bad(f"table {j} keys")
+                pos = t["t_pos"][j * n: (j + 1) * n]
+                if n and (pos.min() < 0 or pos.max() >= n):
+                    raise bad(f"table {j} positions")
+            off_base += nofs
+            key_base += klen
+        if off_base != t["t_offsets"].shape[0] or key_base != t["t_keys"].shape[0]:
+            raise bad("section lengths")

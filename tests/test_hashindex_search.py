@@ -1,0 +1,255 @@
+"""FlatIndex and MIHIndex against the naive twin, over hypothesis-drawn shapes with heavy ties."""
+
+import os
+from unittest import mock
+
+import numpy as np
+from hypothesis import given, strategies as st
+
+from hashtool.hashindex import FlatIndex, MIHIndex, mih as mih_module
+from naive import knn_search, range_search
+
+NOJIT = os.environ.get("NUMBA_DISABLE_JIT") == "1"
+MAX_N = 400 if NOJIT else 5000
+NBITS = [8, 16, 24, 56, 64, 72, 120, 128, 136, 200, 256, 320, 512]
+
+
+def make_codes(rng, n, nbits, style):
+    """Codes with ties: 'uniform', 'few' distinct codes (duplicates), or 'clustered' near a few centres."""
+    nbytes = nbits // 8
+    if style == "uniform" or n == 0:
+        return rng.integers(0, 256, size=(n, nbytes), dtype=np.uint8)
+    if style == "few":
+        pool = rng.integers(0, 256, size=(int(rng.integers(1, 6)), nbytes), dtype=np.uint8)
+        return pool[rng.integers(0, len(pool), size=n)]
+    centres = rng.integers(0, 256, size=(int(rng.integers(1, 8)), nbytes), dtype=np.uint8)
+    bits = np.unpackbits(centres[rng.integers(0, len(centres), size=n)], axis=1)
+    flips = rng.random(bits.shape) < rng.choice([0.02, 0.08])
+    return np.packbits(bits ^ flips, axis=1)
+
+
+def make_queries(rng, db, nq, nbits):
+    """Queries near stored codes (a few bits flipped), exact copies, and one random code.
+
+    Without JIT the random (far) query is left out: the pure-Python multi-index enumeration for it takes
+    seconds; the JIT run covers it.
+    """
+    nbytes = nbits // 8
+    out = [rng.integers(0, 256, size=(0 if NOJIT and len(db) else 1, nbytes), dtype=np.uint8)]
+    if len(db):
+        pick = db[rng.integers(0, len(db), size=nq)]
+        bits = np.unpackbits(pick, axis=1)
+        flips = rng.random(bits.shape) < 0.03
+        flips[: nq // 2] = False  # some exact copies: distance-0 ties
+        out.append(np.packbits(bits ^ flips, axis=1))
+    return np.concatenate(out)
+
+
+def make_ids(rng, n, sequential):
+    if sequential:
+        return None, np.arange(n, dtype=np.int64)
+    ids = rng.permutation(4 * n + 10)[:n].astype(np.int64)
+    return ids, ids
+
+
+def mih_forced(nbits, m=None):
+    """A MIHIndex that always takes the multi-index path (fallback off), with substrings <= 16 bits."""
+    if m is None:
+        m = max(1, -(-nbits // 16))
+    return MIHIndex(nbits, m=m, fallback=False)
+
+
+case = st.fixed_dictionaries(
+    {
+        "nbits": st.sampled_from(NBITS),
+        "n": st.integers(0, MAX_N),
+        "style": st.sampled_from(["uniform", "few", "clustered"]),
+        "seed": st.integers(0, 2**32 - 1),
+        "sequential": st.booleans(),
+        "nq": st.integers(0, 6),
+        "extra_k": st.integers(0, 5),
+    }
+)
+
+
+def build(c):
+    rng = np.random.default_rng(c["seed"])
+    db = make_codes(rng, c["n"], c["nbits"], c["style"])
+    ids_arg, ids = make_ids(rng, c["n"], c["sequential"])
+    queries = make_queries(rng, db, c["nq"], c["nbits"])
+    return rng, db, ids_arg, ids, queries
+
+
+@given(c=case, kfrac=st.floats(0, 1))
+def test_flat_and_mih_knn_equal_naive(c, kfrac):
+    rng, db, ids_arg, ids, queries = build(c)
+    k = 1 + int(kfrac * (c["n"] + c["extra_k"]))
+    want_d, want_i = knn_search(queries, db, ids, k)
+    indexes = [FlatIndex(c["nbits"]), mih_forced(c["nbits"]), MIHIndex(c["nbits"])]
+    for index in indexes:
+        if c["n"]:
+            index.add(db, ids_arg)
+        d, i = index.search(queries, k)
+        assert d.dtype == np.int32 and i.dtype == np.int64 and d.shape == (len(queries), k)
+        np.testing.assert_array_equal(d, want_d, err_msg=repr(index))
+        np.testing.assert_array_equal(i, want_i, err_msg=repr(index))
+
+
+@given(c=case, rfrac=st.floats(0, 1))
+def test_flat_and_mih_range_equal_naive(c, rfrac):
+    rng, db, ids_arg, ids, queries = build(c)
+    r = int(rfrac * rfrac * c["nbits"])  # small radii are the interesting ones
+    want = range_search(queries, db, ids, r)
+    for index in [FlatIndex(c["nbits"]), mih_forced(c["nbits"]), MIHIndex(c["nbits"])]:
+        if c["n"]:
+            index.add(db, ids_arg)
+        lims, d, i = index.range_search(queries, r)
+        assert lims.dtype == np.int64 and d.dtype == np.int32 and i.dtype == np.int64
+        for got, exp in zip((lims, d, i), want):
+            np.testing.assert_array_equal(got, exp, err_msg=repr(index))
+
+
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    nbits=st.sampled_from([16, 40, 64, 96]),
+    m=st.integers(1, 6),
+    k=st.integers(1, 40),
+    r=st.integers(0, 12),
+)
+def test_mih_any_m_including_sparse_tables(seed, nbits, m, k, r):
+    """Every m (uneven substrings, widths up to 32 bits: sparse tables) gives the naive answer."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 300 if NOJIT else 2000))
+    db = make_codes(rng, n, nbits, "clustered")
+    queries = db[rng.integers(0, n, size=3)]  # near the data: enumeration stays short even at 32 bits
+    m = max(m, -(-nbits // 32))
+    index = MIHIndex(nbits, m=m, fallback=False)
+    index.add(db)
+    want_d, want_i = knn_search(queries, db, np.arange(n), k)
+    d, i, stats = index.search(queries, k, return_stats=True)
+    np.testing.assert_array_equal(d, want_d)
+    np.testing.assert_array_equal(i, want_i)
+    assert (stats["path"] == "mih").all()
+    lims, rd, ri = index.range_search(queries, r)
+    for got, exp in zip((lims, rd, ri), range_search(queries, db, np.arange(n), r)):
+        np.testing.assert_array_equal(got, exp)
+
+
+@given(seed=st.integers(0, 2**32 - 1), k=st.integers(1, 30), r=st.integers(0, 20))
+def test_mih_fallback_is_exact(seed, k, r):
+    """With a tiny work budget most queries fall back to the scan; answers stay exact and are marked."""
+    rng = np.random.default_rng(seed)
+    n = 300 if NOJIT else 3000
+    db = make_codes(rng, n, 64, "uniform")
+    queries = make_queries(rng, db, 4, 64)
+    index = MIHIndex(64)
+    index.add(db)
+    with mock.patch.object(mih_module, "SMALL_SCAN_WORDS", 0), mock.patch.object(mih_module, "FALLBACK_FRACTION", 1e-4):
+        d, i, stats = index.search(queries, k, return_stats=True)
+        lims, rd, ri = index.range_search(queries, r)
+    want_d, want_i = knn_search(queries, db, np.arange(n), k)
+    np.testing.assert_array_equal(d, want_d)
+    np.testing.assert_array_equal(i, want_i)
+    assert (stats["path"] == "scan").any()
+    for got, exp in zip((lims, rd, ri), range_search(queries, db, np.arange(n), r)):
+        np.testing.assert_array_equal(got, exp)
+
+
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), st.integers(0, 80), st.booleans()),
+        st.tuples(st.just("remove"), st.floats(0, 1), st.booleans()),
+        st.tuples(st.just("search"), st.integers(1, 30), st.integers(0, 16)),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@given(seed=st.integers(0, 2**32 - 1), nbits=st.sampled_from([8, 32, 64, 72, 128]), ops=ops)
+def test_add_remove_search_sequences(seed, nbits, ops):
+    """Flat and MIH follow a model dict through adds (sequential or chosen ids) and removes."""
+    rng = np.random.default_rng(seed)
+    model = {}
+    indexes = [FlatIndex(nbits), mih_forced(nbits)]
+    for op in ops:
+        if op[0] == "add":
+            n = op[1]
+            codes = make_codes(rng, n, nbits, "few")
+            if op[2] and n:
+                free = np.setdiff1d(np.arange(4 * (len(model) + n) + 10), np.fromiter(model, np.int64, len(model)))
+                ids = rng.permutation(free)[:n]
+            else:
+                start = max(model) + 1 if model else 0
+                ids = np.arange(start, start + n)
+            for index in indexes:
+                index.add(codes, ids if op[2] else None)
+            model.update({int(x): c for x, c in zip(ids, codes)})
+        elif op[0] == "remove":
+            stored = np.fromiter(model, np.int64, len(model))
+            chosen = stored[rng.random(len(stored)) < op[1]]
+            for index in indexes:
+                if op[2]:  # include an unknown id: reported, nothing removed
+                    bogus = np.append(chosen, 10**12)
+                    try:
+                        index.remove(bogus)
+                        raise AssertionError("unknown id not reported")
+                    except ValueError as exc:
+                        assert "not in the index" in str(exc)
+                    assert index.remove(bogus, missing="ignore") == len(chosen)
+                else:
+                    assert index.remove(chosen) == len(chosen)
+            for x in chosen:
+                del model[int(x)]
+        else:
+            ids = np.array(sorted(model), dtype=np.int64)
+            db = np.array([model[int(x)] for x in ids], dtype=np.uint8).reshape(-1, nbits // 8)
+            queries = make_queries(rng, db, 3, nbits)
+            want_d, want_i = knn_search(queries, db, ids, op[1])
+            want_r = range_search(queries, db, ids, op[2])
+            for index in indexes:
+                assert len(index) == len(model)
+                np.testing.assert_array_equal(index.ids, ids)
+                d, i = index.search(queries, op[1])
+                np.testing.assert_array_equal(d, want_d)
+                np.testing.assert_array_equal(i, want_i)
+                for got, exp in zip(index.range_search(queries, op[2]), want_r):
+                    np.testing.assert_array_equal(got, exp)
+
+
+def test_threads_and_both_parallel_splits_agree():
+    """One query splits the database across threads, many queries split the queries: same answers."""
+    rng = np.random.default_rng(7)
+    n = 3 * 4096 if NOJIT else 20000
+    db = make_codes(rng, n, 128, "few")  # heavy ties across chunk borders
+    queries = make_queries(rng, db, 40, 128)
+    want_d, want_i = knn_search(queries, db, np.arange(n), 25)
+    want_r = range_search(queries[:3], db, np.arange(n), 40)
+    for threads in (1, 2, 3):
+        index = FlatIndex(128, threads=threads)
+        index.add(db)
+        for sl in (slice(0, 1), slice(1, 3), slice(None)):
+            d, i = index.search(queries[sl], 25)
+            np.testing.assert_array_equal(d, want_d[sl])
+            np.testing.assert_array_equal(i, want_i[sl])
+        for got, exp in zip(index.range_search(queries[:3], 40), want_r):
+            np.testing.assert_array_equal(got, exp)
+
+
+def test_mih_verifies_fewer_candidates_than_n_on_clustered_data():
+    rng = np.random.default_rng(3)
+    n = 2000 if NOJIT else 20000
+    centres = rng.integers(0, 256, size=(50, 8), dtype=np.uint8)
+    bits = np.unpackbits(centres[rng.integers(0, 50, size=n)], axis=1)
+    db = np.packbits(bits ^ (rng.random(bits.shape) < 0.05), axis=1)
+    queries = db[:20]
+    index = MIHIndex(64, fallback=False)
+    index.add(db)
+    d, i, stats = index.search(queries, 10, return_stats=True)
+    want_d, want_i = knn_search(queries, db, np.arange(n), 10)
+    np.testing.assert_array_equal(d, want_d)
+    np.testing.assert_array_equal(i, want_i)
+    assert (stats["path"] == "mih").all()
+    assert stats["candidates"].max() < n // 2, stats["candidates"]
+    assert (stats["lookups"] > 0).all() and (stats["radius"] >= 0).all()
+    assert index.last_stats is stats
