@@ -62,7 +62,7 @@ METADATA_KEYS = (
     "hashtool_format", "hashtool_format_version", "hashtool_version", "bits", "bit_order", "output",
     "binarize", "threshold", "input_layout", "input_dtype", "input_height", "input_width", "input_channels",
     "color", "resize", "mean", "std", "method", "training_data", "protocol", "map", "checkpoint_sha256",
-    "checkpoint_file", "training_meta", "exporter", "opset", "torch_version", "parity",
+    "checkpoint_file", "training_meta", "exporter", "opset", "torch_version", "onnx_version", "parity",
 )
 
 
@@ -99,7 +99,10 @@ class EncoderGraph(nn.Module):
         return images.permute(0, 3, 1, 2).to(torch.float32) * self.scale + self.shift
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        real = self.model.encode(self.normalize(images))
+        return self.head(self.model.encode(self.normalize(images)))
+
+    def head(self, real: torch.Tensor) -> torch.Tensor:
+        """The hash layer -> this graph's output (real values, bits, or packed codes)."""
         if self.output == "real":
             return real.to(torch.float32)
         bits = binarize(real, self.rule)
@@ -411,6 +414,13 @@ def _json(value) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
+def _text(value) -> str:
+    """A metadata value as text: strings as they are, nothing as "", anything else as JSON."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else _json(value)
+
+
 def _recorded_map(meta: dict) -> dict:
     """Every number in ``meta`` (top level or under ``metrics``/``results``) whose key mentions mAP."""
     found = {}
@@ -449,8 +459,8 @@ def _metadata(model, preprocess, output, meta, checkpoint_sha256, checkpoint_fil
         "mean": _json(list(preprocess.mean)),
         "std": _json(list(preprocess.std)),
         "method": getattr(model, "model_name", "") or type(model).__name__,
-        "training_data": _json(meta.get("dataset", "")) if not isinstance(meta.get("dataset"), str) else meta["dataset"],
-        "protocol": _json(meta.get("protocol", "")) if not isinstance(meta.get("protocol", ""), str) else meta.get("protocol", ""),
+        "training_data": _text(meta.get("dataset")),
+        "protocol": _text(meta.get("protocol")),
         "map": _json(_recorded_map(meta)),
         "checkpoint_sha256": checkpoint_sha256,
         "checkpoint_file": checkpoint_file,
