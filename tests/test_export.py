@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -228,6 +229,21 @@ def test_in_graph_packing_equals_naive_pack_of_torch_bits(sigmoid_session, image
     np.testing.assert_array_equal(unpack(packed, 24), bits)
 
 
+def test_torchscript_exporter(tiny_export, tmp_path):
+    model, pp, d, res = tiny_export
+    # the legacy exporter cannot express adaptive pooling to 4x4 from 14x14; the error says what to try
+    with pytest.raises(ModelError, match="torchscript exporter failed.*try exporter='dynamo'"):
+        export_encoder(model, pp, tmp_path / "ts.onnx", exporter="torchscript", parity_images=0)
+    assert not (tmp_path / "ts.onnx").exists()
+    model = TINY_VARIANTS["tiny-sign-RGB32"]().eval()  # 32 -> 16 -> 4: a factor, so it exports
+    pp = preprocess_for(model.config)
+    ts = export_encoder(model, pp, tmp_path / "ts.onnx", exporter="torchscript", parity_images=50)
+    assert ts.parity.ok and ts.metadata["exporter"] == "torch.onnx.export(dynamo=False)" and ts.metadata["opset"] == "17"
+    x = parity_images(pp, 200)
+    codes = Encoder(tmp_path / "ts.onnx").encode(x)
+    assert np.unpackbits(codes ^ pack(torch_bits(model, pp, x))).mean() <= 0.001
+
+
 # -- failures ---------------------------------------------------------------------------------------
 
 
@@ -259,9 +275,12 @@ def test_export_model_errors(tmp_path):
 def test_cli_export(tiny_export, tmp_path):
     model, pp, d, res = tiny_export
     with registered("_test-tiny", TinyConfig, TinyConvHash):
-        r = CliRunner().invoke(main, ["export", str(d / "m.pt"), str(tmp_path / "e.onnx"), "--parity-images", "50", "--quiet"])
+        images_dir = str(Path(__file__).parent / "data" / "images")
+        r = CliRunner().invoke(main, ["export", str(d / "m.pt"), str(tmp_path / "e.onnx"), "--parity-images", "50",
+                                      "--parity-dir", images_dir, "--quiet"])
         assert r.exit_code == 0, r.output
-        assert "wrote" in r.output and "50 images" in r.output and "0 differ beyond epsilon" in r.output
+        # the folder holds 20 readable images (and 8 broken ones, skipped for parity)
+        assert "wrote" in r.output and "20 images from" in r.output and "0 differ beyond epsilon" in r.output
         r = CliRunner().invoke(main, ["export", str(d / "m.pt"), str(tmp_path / "b.onnx"), "--output", "bits",
                                       "--parity-images", "20", "--json", "-q"])
         assert r.exit_code == 0, r.output

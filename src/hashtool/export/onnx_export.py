@@ -3,8 +3,9 @@
 The graph (:class:`EncoderGraph`) is::
 
     images uint8 (batch, H, W, C)                     only the batch axis is dynamic
-      -> float32 * scale + shift                      per channel, from Preprocess.affine()
-      -> transpose to NCHW -> model.encode(x)         the hash layer; decoder/classifier are not traced
+      -> transpose to NCHW -> float32
+      -> x * scale + shift                            per channel, from Preprocess.affine()
+      -> model.encode(x)                              the hash layer; decoder/classifier are not traced
       -> "real":  float32 (batch, bits)
       -> "bits":  uint8 {0,1} (batch, bits)           the model's rule: sign (>= 0) or sigmoid (> 0.5)
       -> "packed": uint8 (batch, bits / 8)            byte b = sum_j bit[8b + j] << j (hashtool's order),
