@@ -210,6 +210,8 @@ def markdown(result: dict) -> str:
     lines += ["| model | threads | batch | torch img/s | onnxruntime img/s | ORT / torch |", "|---|---:|---:|---:|---:|---:|"]
     for r in result["inference"]:
         lines.append(f"| {r['model']} | {r['threads']} | {r['batch']} | {r['torch_img_s']:,.0f} | {r['ort_img_s']:,.0f} | {r['speedup']:.2f}x |")
+    if not result["files"]:
+        return "\n".join(lines) + "\n"
     lines += ["", "| files | n | threads | end-to-end img/s | decode-only img/s | inference-only img/s | in pipeline: decode CPU-s / inference s / wall s |",
               "|---|---:|---:|---:|---:|---:|---|"]
     for r in result["files"]:
@@ -229,6 +231,8 @@ def main(argv=None):
     ap.add_argument("--min-time", type=float, default=0.3)
     ap.add_argument("--png", type=int, default=10000, help="number of 28x28 PNG files")
     ap.add_argument("--jpeg", type=int, default=1000, help="number of 256x256 JPEG files")
+    ap.add_argument("--skip-files", action="store_true", help="only the inference comparison")
+    ap.add_argument("--only-registered", action="store_true", help="inference only for registered methods, no test models")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "encode"))
     args = ap.parse_args(argv)
     if args.quick:
@@ -236,6 +240,7 @@ def main(argv=None):
     threads = [int(t) for t in args.threads.split(",")]
     batches = [int(b) for b in args.batches.split(",")]
 
+    import hashtool.train  # noqa: F401  (before torch: it may set torch's OpenMP policy, as training does)
     import onnxruntime
     import torch
 
@@ -253,15 +258,18 @@ def main(argv=None):
         print("inference: torch eager vs onnxruntime", file=sys.stderr)
         result["inference"] = []
         for name, model, pp in models_to_benchmark(args.quick):
+            if args.only_registered and name.startswith("test:"):
+                continue
             result["inference"] += bench_inference(name, model, pp, tmp, batches, threads, args.rounds, args.min_time)
-        print("end-to-end from files", file=sys.stderr)
-        png = write_files(tmp / "png", "png28", args.png)
-        jpg = write_files(tmp / "jpg", "jpeg256", args.jpeg)
-        small = TinyConvHash(TinyConfig(bits=32)).eval()
-        rgb = TinyConvHash(TinyConfig(bits=64, in_channels=3, height=32, width=32, width_mult=2)).eval()
         result["files"] = []
-        result["files"] += bench_files("png 28x28", small, preprocess_for(small.config), png, tmp, threads, 256, 3)
-        result["files"] += bench_files("jpeg 256x256", rgb, preprocess_for(rgb.config), jpg, tmp, threads, 64, 3)
+        if not args.skip_files:
+            print("end-to-end from files", file=sys.stderr)
+            png = write_files(tmp / "png", "png28", args.png)
+            jpg = write_files(tmp / "jpg", "jpeg256", args.jpeg)
+            small = TinyConvHash(TinyConfig(bits=32)).eval()
+            rgb = TinyConvHash(TinyConfig(bits=64, in_channels=3, height=32, width=32, width_mult=2)).eval()
+            result["files"] += bench_files("png 28x28", small, preprocess_for(small.config), png, tmp, threads, 256, 3)
+            result["files"] += bench_files("jpeg 256x256", rgb, preprocess_for(rgb.config), jpg, tmp, threads, 64, 3)
     result["load_after"] = [round(x, 2) for x in os.getloadavg()]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
