@@ -123,7 +123,9 @@ def tiny_export(tmp_path_factory):
     with registered("_test-tiny", TinyConfig, TinyConvHash):
         model = TinyConvHash(TinyConfig(bits=32)).eval()
         pp = preprocess_for(model.config)
-        meta = {"dataset": "fashion-mnist", "protocol": "1k queries / 59k database", "metrics": {"test_mAP": 0.5}, "history": [1, 2]}
+        meta = {"dataset": "fashion-mnist", "protocol": "1k queries / 59k database",
+                "metrics": {"map": 0.5, "map@1000": 0.55, "precision@100": 0.6}, "selected_epoch": 1,
+                "history": [{"epoch": 1, "val_map": 0.3, "loss": 1.0}, {"epoch": 2, "val_map": 0.2, "loss": 0.9}]}
         save_checkpoint(d / "m.pt", model, pp, meta=meta)
         res = export_model(d / "m.pt", d / "enc.onnx", parity_images=64)
     return model, pp, d, res
@@ -157,7 +159,8 @@ def test_metadata(tiny_export):
     assert (md["input_height"], md["input_width"], md["input_channels"], md["color"], md["resize"]) == ("28", "28", "1", "L", "stretch")
     assert json.loads(md["mean"]) == [0.5] and json.loads(md["std"]) == [0.5]
     assert md["method"] == "_test-tiny" and md["training_data"] == "fashion-mnist"
-    assert md["protocol"] == "1k queries / 59k database" and json.loads(md["map"]) == {"metrics.test_mAP": 0.5}
+    assert md["protocol"] == "1k queries / 59k database" and json.loads(md["map"]) == {
+        "metrics.map": 0.5, "metrics.map@1000": 0.55, "history[epoch=1].val_map": 0.3}
     assert md["checkpoint_sha256"] == hashlib.sha256((d / "m.pt").read_bytes()).hexdigest()
     assert "history" not in json.loads(md["training_meta"])
     parity = json.loads(md["parity"])

@@ -423,14 +423,30 @@ def _text(value) -> str:
 
 
 def _recorded_map(meta: dict) -> dict:
-    """Every number in ``meta`` (top level or under ``metrics``/``results``) whose key mentions mAP."""
+    """Every mAP figure the checkpoint records, by where it was found.
+
+    Numbers whose key mentions "map" at the top level of ``meta`` or under ``metrics``/``results`` (the
+    test-protocol evaluation, e.g. ``metrics.map``), and in the training history's entry for the selected
+    epoch (``meta["selected_epoch"]``, else the last entry; e.g. ``history[epoch=6].val_map``, a validation
+    figure used for model selection).
+    """
+    def numbers(d: dict, scope: str) -> dict:
+        return {
+            scope + str(k): float(v)
+            for k, v in d.items()
+            if "map" in str(k).lower() and isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
+
     found = {}
     for scope, d in (("", meta), ("metrics.", meta.get("metrics")), ("results.", meta.get("results"))):
-        if not isinstance(d, dict):
-            continue
-        for k, v in d.items():
-            if "map" in str(k).lower() and isinstance(v, (int, float)) and not isinstance(v, bool):
-                found[scope + str(k)] = float(v)
+        if isinstance(d, dict):
+            found.update(numbers(d, scope))
+    history = [h for h in meta.get("history") or [] if isinstance(h, dict)] if isinstance(meta.get("history"), list) else []
+    if history:
+        selected = meta.get("selected_epoch")
+        chosen = [h for h in history if selected is not None and h.get("epoch") == selected]
+        entry = chosen[-1] if chosen else history[-1]
+        found.update(numbers(entry, f"history[epoch={entry.get('epoch')}]."))
     return found
 
 
