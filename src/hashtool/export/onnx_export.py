@@ -85,14 +85,16 @@ class EncoderGraph(nn.Module):
         c = preprocess.channels
         # (1, C, 1, 1): the affine map is applied after the NHWC -> NCHW transpose, so onnxruntime broadcasts
         # each constant over a contiguous H*W run. Broadcasting a (1, 1, 1, 3) constant over the innermost
-        # axis of NHWC ran ~10x slower in onnxruntime 1.32 (measured: 13.7 ms of a 104 ms batch of 256
-        # RGB 32x32 images for the Mul alone). Per element the arithmetic is the same, x * scale + shift.
+        # axis of NHWC ran >10x slower in onnxruntime 1.32 (its profiler, during development: 13.7 ms of a
+        # ~100 ms batch of 256 RGB 32x32 images for the Mul alone, ~1 ms after). Per element the arithmetic
+        # is the same, x * scale + shift; benchmarks/profile_encode.py shows the current split.
         self.register_buffer("scale", torch.from_numpy(scale).reshape(1, c, 1, 1))
         self.register_buffer("shift", torch.from_numpy(shift).reshape(1, c, 1, 1))
         # Packing as one matrix product: (n * bits/8, 8) 0/1 floats times the column [1, 2, 4, ..., 128] is
         # exact in float32 (sums of distinct powers of two <= 255). In onnxruntime 1.32 at 1 thread, batch 256,
-        # it measured 2.4x (64 bits) to 3.8x (1024 bits) faster than an int32 Mul broadcasting over an
-        # innermost axis of 8 + ReduceSum, and 10-15x faster than a MatMul with a 1-D (8,) weight.
+        # a development micro-benchmark of the packing alone measured it 2.4x (64 bits) to 3.8x (1024 bits)
+        # faster than an int32 Mul broadcasting over an innermost axis of 8 + ReduceSum, and 10-15x faster
+        # than a MatMul with a 1-D (8,) weight.
         self.register_buffer("bit_weights", torch.tensor([[float(1 << j)] for j in range(8)], dtype=torch.float32))
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
