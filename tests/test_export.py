@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,7 +123,9 @@ def tiny_export(tmp_path_factory):
     with registered("_test-tiny", TinyConfig, TinyConvHash):
         model = TinyConvHash(TinyConfig(bits=32)).eval()
         pp = preprocess_for(model.config)
-        meta = {"dataset": "fashion-mnist", "protocol": "1k queries / 59k database", "metrics": {"test_mAP": 0.5}, "history": [1, 2]}
+        meta = {"dataset": "fashion-mnist", "protocol": "1k queries / 59k database",
+                "metrics": {"map": 0.5, "map@1000": 0.55, "precision@100": 0.6}, "selected_epoch": 1,
+                "history": [{"epoch": 1, "val_map": 0.3, "loss": 1.0}, {"epoch": 2, "val_map": 0.2, "loss": 0.9}]}
         save_checkpoint(d / "m.pt", model, pp, meta=meta)
         res = export_model(d / "m.pt", d / "enc.onnx", parity_images=64)
     return model, pp, d, res
@@ -156,7 +159,8 @@ def test_metadata(tiny_export):
     assert (md["input_height"], md["input_width"], md["input_channels"], md["color"], md["resize"]) == ("28", "28", "1", "L", "stretch")
     assert json.loads(md["mean"]) == [0.5] and json.loads(md["std"]) == [0.5]
     assert md["method"] == "_test-tiny" and md["training_data"] == "fashion-mnist"
-    assert md["protocol"] == "1k queries / 59k database" and json.loads(md["map"]) == {"metrics.test_mAP": 0.5}
+    assert md["protocol"] == "1k queries / 59k database" and json.loads(md["map"]) == {
+        "metrics.map": 0.5, "metrics.map@1000": 0.55, "history[epoch=1].val_map": 0.3}
     assert md["checkpoint_sha256"] == hashlib.sha256((d / "m.pt").read_bytes()).hexdigest()
     assert "history" not in json.loads(md["training_meta"])
     parity = json.loads(md["parity"])
@@ -228,6 +232,21 @@ def test_in_graph_packing_equals_naive_pack_of_torch_bits(sigmoid_session, image
     np.testing.assert_array_equal(unpack(packed, 24), bits)
 
 
+def test_torchscript_exporter(tiny_export, tmp_path):
+    model, pp, d, res = tiny_export
+    # the legacy exporter cannot express adaptive pooling to 4x4 from 14x14; the error says what to try
+    with pytest.raises(ModelError, match="torchscript exporter failed.*try exporter='dynamo'"):
+        export_encoder(model, pp, tmp_path / "ts.onnx", exporter="torchscript", parity_images=0)
+    assert not (tmp_path / "ts.onnx").exists()
+    model = TINY_VARIANTS["tiny-sign-RGB32"]().eval()  # 32 -> 16 -> 4: a factor, so it exports
+    pp = preprocess_for(model.config)
+    ts = export_encoder(model, pp, tmp_path / "ts.onnx", exporter="torchscript", parity_images=50)
+    assert ts.parity.ok and ts.metadata["exporter"] == "torch.onnx.export(dynamo=False)" and ts.metadata["opset"] == "17"
+    x = parity_images(pp, 200)
+    codes = Encoder(tmp_path / "ts.onnx").encode(x)
+    assert np.unpackbits(codes ^ pack(torch_bits(model, pp, x))).mean() <= 0.001
+
+
 # -- failures ---------------------------------------------------------------------------------------
 
 
@@ -259,9 +278,12 @@ def test_export_model_errors(tmp_path):
 def test_cli_export(tiny_export, tmp_path):
     model, pp, d, res = tiny_export
     with registered("_test-tiny", TinyConfig, TinyConvHash):
-        r = CliRunner().invoke(main, ["export", str(d / "m.pt"), str(tmp_path / "e.onnx"), "--parity-images", "50", "--quiet"])
+        images_dir = str(Path(__file__).parent / "data" / "images")
+        r = CliRunner().invoke(main, ["export", str(d / "m.pt"), str(tmp_path / "e.onnx"), "--parity-images", "50",
+                                      "--parity-dir", images_dir, "--quiet"])
         assert r.exit_code == 0, r.output
-        assert "wrote" in r.output and "50 images" in r.output and "0 differ beyond epsilon" in r.output
+        # the folder holds 20 readable images (and 8 broken ones, skipped for parity)
+        assert "wrote" in r.output and "20 images from" in r.output and "0 differ beyond epsilon" in r.output
         r = CliRunner().invoke(main, ["export", str(d / "m.pt"), str(tmp_path / "b.onnx"), "--output", "bits",
                                       "--parity-images", "20", "--json", "-q"])
         assert r.exit_code == 0, r.output

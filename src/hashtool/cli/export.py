@@ -49,7 +49,12 @@ def export_cmd(model, encoder, output, parity_images, parity_dir, epsilon, expor
 
     if not quiet:
         click.echo(f"exporting {model} -> {encoder} (output={output}, exporter={exporter})", err=True)
-    from hashtool.export import export_model
+    try:
+        from hashtool.export import export_model
+    except ImportError as exc:
+        raise click.ClickException(
+            f"hashtool export needs PyTorch and onnx ({exc}); install them with: pip install 'hashtool[train]'"
+        ) from exc
 
     result = run_library(
         export_model,

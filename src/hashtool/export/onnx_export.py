@@ -3,8 +3,9 @@
 The graph (:class:`EncoderGraph`) is::
 
     images uint8 (batch, H, W, C)                     only the batch axis is dynamic
-      -> float32 * scale + shift                      per channel, from Preprocess.affine()
-      -> transpose to NCHW -> model.encode(x)         the hash layer; decoder/classifier are not traced
+      -> transpose to NCHW -> float32
+      -> x * scale + shift                            per channel, from Preprocess.affine()
+      -> model.encode(x)                              the hash layer; decoder/classifier are not traced
       -> "real":  float32 (batch, bits)
       -> "bits":  uint8 {0,1} (batch, bits)           the model's rule: sign (>= 0) or sigmoid (> 0.5)
       -> "packed": uint8 (batch, bits / 8)            byte b = sum_j bit[8b + j] << j (hashtool's order),
@@ -62,7 +63,7 @@ METADATA_KEYS = (
     "hashtool_format", "hashtool_format_version", "hashtool_version", "bits", "bit_order", "output",
     "binarize", "threshold", "input_layout", "input_dtype", "input_height", "input_width", "input_channels",
     "color", "resize", "mean", "std", "method", "training_data", "protocol", "map", "checkpoint_sha256",
-    "checkpoint_file", "training_meta", "exporter", "opset", "torch_version", "parity",
+    "checkpoint_file", "training_meta", "exporter", "opset", "torch_version", "onnx_version", "parity",
 )
 
 
@@ -84,14 +85,16 @@ class EncoderGraph(nn.Module):
         c = preprocess.channels
         # (1, C, 1, 1): the affine map is applied after the NHWC -> NCHW transpose, so onnxruntime broadcasts
         # each constant over a contiguous H*W run. Broadcasting a (1, 1, 1, 3) constant over the innermost
-        # axis of NHWC ran ~10x slower in onnxruntime 1.32 (measured: 13.7 ms of a 104 ms batch of 256
-        # RGB 32x32 images for the Mul alone). Per element the arithmetic is the same, x * scale + shift.
+        # axis of NHWC ran >10x slower in onnxruntime 1.32 (its profiler, during development: 13.7 ms of a
+        # ~100 ms batch of 256 RGB 32x32 images for the Mul alone, ~1 ms after). Per element the arithmetic
+        # is the same, x * scale + shift; benchmarks/profile_encode.py shows the current split.
         self.register_buffer("scale", torch.from_numpy(scale).reshape(1, c, 1, 1))
         self.register_buffer("shift", torch.from_numpy(shift).reshape(1, c, 1, 1))
         # Packing as one matrix product: (n * bits/8, 8) 0/1 floats times the column [1, 2, 4, ..., 128] is
         # exact in float32 (sums of distinct powers of two <= 255). In onnxruntime 1.32 at 1 thread, batch 256,
-        # it measured 2.4x (64 bits) to 3.8x (1024 bits) faster than an int32 Mul broadcasting over an
-        # innermost axis of 8 + ReduceSum, and 10-15x faster than a MatMul with a 1-D (8,) weight.
+        # a development micro-benchmark of the packing alone measured it 2.4x (64 bits) to 3.8x (1024 bits)
+        # faster than an int32 Mul broadcasting over an innermost axis of 8 + ReduceSum, and 10-15x faster
+        # than a MatMul with a 1-D (8,) weight.
         self.register_buffer("bit_weights", torch.tensor([[float(1 << j)] for j in range(8)], dtype=torch.float32))
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
@@ -99,7 +102,10 @@ class EncoderGraph(nn.Module):
         return images.permute(0, 3, 1, 2).to(torch.float32) * self.scale + self.shift
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        real = self.model.encode(self.normalize(images))
+        return self.head(self.model.encode(self.normalize(images)))
+
+    def head(self, real: torch.Tensor) -> torch.Tensor:
+        """The hash layer -> this graph's output (real values, bits, or packed codes)."""
         if self.output == "real":
             return real.to(torch.float32)
         bits = binarize(real, self.rule)
@@ -411,15 +417,38 @@ def _json(value) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
+def _text(value) -> str:
+    """A metadata value as text: strings as they are, nothing as "", anything else as JSON."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else _json(value)
+
+
 def _recorded_map(meta: dict) -> dict:
-    """Every number in ``meta`` (top level or under ``metrics``/``results``) whose key mentions mAP."""
+    """Every mAP figure the checkpoint records, by where it was found.
+
+    Numbers whose key mentions "map" at the top level of ``meta`` or under ``metrics``/``results`` (the
+    test-protocol evaluation, e.g. ``metrics.map``), and in the training history's entry for the selected
+    epoch (``meta["selected_epoch"]``, else the last entry; e.g. ``history[epoch=6].val_map``, a validation
+    figure used for model selection).
+    """
+    def numbers(d: dict, scope: str) -> dict:
+        return {
+            scope + str(k): float(v)
+            for k, v in d.items()
+            if "map" in str(k).lower() and isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
+
     found = {}
     for scope, d in (("", meta), ("metrics.", meta.get("metrics")), ("results.", meta.get("results"))):
-        if not isinstance(d, dict):
-            continue
-        for k, v in d.items():
-            if "map" in str(k).lower() and isinstance(v, (int, float)) and not isinstance(v, bool):
-                found[scope + str(k)] = float(v)
+        if isinstance(d, dict):
+            found.update(numbers(d, scope))
+    history = [h for h in meta.get("history") or [] if isinstance(h, dict)] if isinstance(meta.get("history"), list) else []
+    if history:
+        selected = meta.get("selected_epoch")
+        chosen = [h for h in history if selected is not None and h.get("epoch") == selected]
+        entry = chosen[-1] if chosen else history[-1]
+        found.update(numbers(entry, f"history[epoch={entry.get('epoch')}]."))
     return found
 
 
@@ -449,8 +478,8 @@ def _metadata(model, preprocess, output, meta, checkpoint_sha256, checkpoint_fil
         "mean": _json(list(preprocess.mean)),
         "std": _json(list(preprocess.std)),
         "method": getattr(model, "model_name", "") or type(model).__name__,
-        "training_data": _json(meta.get("dataset", "")) if not isinstance(meta.get("dataset"), str) else meta["dataset"],
-        "protocol": _json(meta.get("protocol", "")) if not isinstance(meta.get("protocol", ""), str) else meta.get("protocol", ""),
+        "training_data": _text(meta.get("dataset")),
+        "protocol": _text(meta.get("protocol")),
         "map": _json(_recorded_map(meta)),
         "checkpoint_sha256": checkpoint_sha256,
         "checkpoint_file": checkpoint_file,
