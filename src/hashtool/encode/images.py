@@ -36,7 +36,6 @@ Every failure raises :class:`~hashtool.errors.ImageError` whose message starts w
 
 from __future__ import annotations
 
-import os
 import struct
 from pathlib import Path
 
@@ -108,25 +107,19 @@ def open_image(path, *, max_pixels: int | None = None) -> Image.Image:
 def find_images(root, *, recursive: bool = True, include_hidden: bool = False) -> list[Path]:
     """Image files under ``root`` with a :data:`SUPPORTED_EXTENSIONS` extension, in sorted path order.
 
-    Hidden files and folders (name starting with ".", which includes macOS ``._name`` AppleDouble files)
-    are skipped unless ``include_hidden``. Symlinked folders are not followed. A file whose extension
-    matches but whose content is not an image is still returned: :func:`load_image` reports it.
+    The walking rules are the index's (:func:`hashtool.store.walk.walk_images`): hidden files and folders
+    (name starting with ".", which includes macOS ``._name`` AppleDouble files) are skipped unless
+    ``include_hidden``; symbolic links are not followed. A file whose extension matches but whose content
+    is not an image is still returned: :func:`load_image` reports it.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise ImageError(f"{root}: not a folder")
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        if not include_hidden:
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        if not recursive:
-            dirnames[:] = []
-        for name in filenames:
-            if not include_hidden and name.startswith("."):
-                continue
-            if os.path.splitext(name)[1].lower() in SUPPORTED_EXTENSIONS:
-                found.append(Path(dirpath) / name)
-    return sorted(found)
+    from hashtool.errors import ArgumentError
+    from hashtool.store.walk import walk_images
+
+    try:
+        walked = walk_images(root, SUPPORTED_EXTENSIONS, include_hidden=include_hidden, recursive=recursive)
+    except ArgumentError as exc:
+        raise ImageError(str(exc)) from None
+    return sorted(Path(root) / f.rel for f in walked.files)
 
 
 # -- internals -------------------------------------------------------------------------------------

@@ -47,8 +47,12 @@ def _excluded(rel: str, name: str, patterns) -> bool:
     return any(fnmatch.fnmatchcase(rel, p) or fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
-def walk_images(root, extensions, exclude=(), follow_symlinks: bool = False) -> WalkResult:
-    """List candidate image files below ``root`` (see the module docstring for the rules)."""
+def walk_images(root, extensions, exclude=(), follow_symlinks: bool = False, include_hidden: bool = False,
+                recursive: bool = True) -> WalkResult:
+    """List candidate image files below ``root`` (see the module docstring for the rules).
+
+    ``include_hidden`` keeps hidden entries; ``recursive=False`` lists ``root`` itself only.
+    """
     root = Path(root)
     if not root.exists():
         raise ArgumentError(f"{root}: no such folder")
@@ -75,7 +79,7 @@ def walk_images(root, extensions, exclude=(), follow_symlinks: bool = False) -> 
             continue
         for entry in entries:
             name = entry.name
-            if name.startswith("."):
+            if name.startswith(".") and not include_hidden:
                 continue
             rel = f"{rel_dir}/{name}" if rel_dir else name
             if exclude and _excluded(rel, name, exclude):
@@ -84,7 +88,8 @@ def walk_images(root, extensions, exclude=(), follow_symlinks: bool = False) -> 
                 if entry.is_symlink() and not follow_symlinks:
                     continue
                 if entry.is_dir(follow_symlinks=follow_symlinks):
-                    stack.append((rel, Path(entry.path)))
+                    if recursive:
+                        stack.append((rel, Path(entry.path)))
                     continue
                 if not entry.is_file(follow_symlinks=follow_symlinks):
                     continue
