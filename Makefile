@@ -20,3 +20,4 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+	NUMBA_DISABLE_JIT=1 HYPOTHESIS_PROFILE=nojit $(PY) -m pytest -q tests/test_hashindex_search.py tests/test_hashindex_api.py tests/test_hashindex_io.py

@@ -253,3 +253,23 @@ def test_mih_verifies_fewer_candidates_than_n_on_clustered_data():
     assert stats["candidates"].max() < n // 2, stats["candidates"]
     assert (stats["lookups"] > 0).all() and (stats["radius"] >= 0).all()
     assert index.last_stats is stats
+
+
+def test_routing_scans_directly_after_repeated_fallbacks_and_probes_again():
+    rng = np.random.default_rng(11)
+    n = 300 if NOJIT else 3000
+    db = make_codes(rng, n, 64, "uniform")
+    queries = make_queries(rng, db, 20, 64)
+    want = knn_search(queries, db, np.arange(n), 5)
+    index = MIHIndex(64)
+    index.add(db)
+    paths = []
+    with mock.patch.object(mih_module, "SMALL_SCAN_WORDS", 0), mock.patch.object(mih_module, "FALLBACK_FRACTION", 1e-6):
+        for _ in range(2 * mih_module.PROBE_EVERY):
+            d, i, stats = index.search(queries, 5, return_stats=True)
+            np.testing.assert_array_equal(d, want[0])
+            np.testing.assert_array_equal(i, want[1])
+            paths.append(int((stats["lookups"] > 0).sum()))
+    assert paths[0] == len(queries)  # first call: every query tries the multi-index path
+    assert 0 in paths  # later: routed straight to the scan
+    assert mih_module.PROBE_QUERIES in paths  # and probes now and then

@@ -34,7 +34,7 @@ from numba import njit
 
 from hashtool.hashindex._popcount import popcount
 
-TILE_Q = 16
+TILE_Q = 64
 BLOCK_WORDS = 2048
 
 

@@ -16,6 +16,10 @@ Choices (see :mod:`hashtool.hashindex._mih_kernels` for the search itself):
   scan, and a query that exceeds it is answered by the scan. So a query costs at most about
   ``1 + FALLBACK_FRACTION`` scans. ``fallback=False`` forces the multi-index path (for tests and
   benchmarks).
+* Routing: when nearly every recent query fell back (an exponential average above ``ROUTE_SCAN_ABOVE``),
+  later calls scan directly, except that every ``PROBE_EVERY``-th call still sends up to ``PROBE_QUERIES``
+  queries through the multi-index path to notice when the workload changes. This keeps uniform data,
+  where multi-index hashing cannot win at these sizes, within a few percent of the scan.
 * Per-query statistics of the last search are in :attr:`MIHIndex.last_stats` (and returned with
   ``return_stats=True``): ``lookups`` (buckets probed), ``candidates`` (table entries checked),
   ``radius`` (last substring radius reached, -1 if none), ``path`` ("mih" or "scan").
@@ -38,6 +42,9 @@ MAX_WIDTH = 32
 DENSE_MAX_BITS = 24
 SMALL_SCAN_WORDS = 1 << 14
 FALLBACK_FRACTION = 0.1
+ROUTE_SCAN_ABOVE = 0.9
+PROBE_EVERY = 8
+PROBE_QUERIES = 8
 _TABLE_KEYS = ("sub_start", "sub_width", "t_dense", "t_off_base", "t_key_base", "t_key_len")
 _TABLE_ARRAYS = ("t_offsets", "t_keys", "t_pos", "t_word0")
 
@@ -81,6 +88,8 @@ class MIHIndex(BaseIndex):
         self._fallback = bool(fallback)
         self._tables = None
         self.last_stats = None
+        self._fell_avg = 0.0
+        self._calls = 0
 
     @property
     def m(self) -> int:
@@ -173,6 +182,17 @@ class MIHIndex(BaseIndex):
             return 2**62
         return int(FALLBACK_FRACTION * len(self) * self._nw) + 1
 
+    def _route(self, nq: int) -> int:
+        """How many of ``nq`` queries (the first ones) take the multi-index path; the rest are scanned."""
+        if not self._fallback or self._fell_avg <= ROUTE_SCAN_ABOVE:
+            return nq
+        self._calls += 1
+        return min(nq, PROBE_QUERIES) if self._calls % PROBE_EVERY == 0 else 0
+
+    def _learn(self, fell: np.ndarray) -> None:
+        if fell.shape[0]:
+            self._fell_avg = 0.5 * self._fell_avg + 0.5 * float(fell.mean())
+
     def _scan_everything(self) -> bool:
         return self._fallback and len(self) * self._nw <= SMALL_SCAN_WORDS
 
@@ -206,13 +226,17 @@ class MIHIndex(BaseIndex):
             d = np.empty((nq, k), dtype=np.int32)
             p = np.empty((nq, k), dtype=np.int64)
             lookups, cands, radius = (np.zeros(nq, np.int64) for _ in range(3))
-            fell = np.zeros(nq, dtype=np.bool_)
-            args, budget = self._args(t), self._budget()
-            tasks = [
-                (self._words, nw, n, q, qa, qb, k, *args, budget, d, p, lookups, cands, radius, fell)
-                for qa, qb in _pool.split(nq, 4 * self._threads)
-            ]
-            _pool.run(self._threads, MK.mih_knn, tasks)
+            fell = np.ones(nq, dtype=np.bool_)  # queries routed straight to the scan count as fallen back
+            nmih = self._route(nq)
+            if nmih:
+                args, budget = self._args(t), self._budget()
+                tasks = [
+                    (self._words, nw, n, q, qa, qb, k, *args, budget, d, p, lookups, cands, radius, fell)
+                    for qa, qb in _pool.split(nmih, 4 * self._threads)
+                ]
+                _pool.run(self._threads, MK.mih_knn, tasks)
+                self._learn(fell[:nmih])
+            radius[nmih:] = -1
             if fell.any():
                 rows = np.flatnonzero(fell)
                 qf = np.ascontiguousarray(q.reshape(nq, nw)[rows].reshape(-1))
@@ -247,22 +271,25 @@ class MIHIndex(BaseIndex):
         else:
             t = self._ensure_tables()
             args, budget = self._args(t), self._budget()
+            nmih = self._route(nq)
             cap = 64
             while True:
                 rd = np.empty((nq, cap), dtype=np.int32)
                 rp = np.empty((nq, cap), dtype=np.int64)
                 rn = np.zeros(nq, dtype=np.int64)
                 lookups, cands, radius = (np.zeros(nq, np.int64) for _ in range(3))
-                fell = np.zeros(nq, dtype=np.bool_)
+                radius[nmih:] = -1
+                fell = np.ones(nq, dtype=np.bool_)  # queries routed straight to the scan count as fallen back
                 tasks = [
                     (self._words, nw, n, q, qa, qb, r, *args, budget, cap, rd, rp, rn, lookups, cands, radius, fell)
-                    for qa, qb in _pool.split(nq, 4 * self._threads)
+                    for qa, qb in _pool.split(nmih, 4 * self._threads)
                 ]
                 _pool.run(self._threads, MK.mih_range, tasks)
-                need = int(rn.max())
+                need = int(rn.max()) if nq else 0
                 if need <= cap:
                     break
                 cap = need
+            self._learn(fell[:nmih])
             per_query_d = [rd[i, : rn[i]] for i in range(nq)]
             per_query_p = [rp[i, : rn[i]] for i in range(nq)]
             if fell.any():
