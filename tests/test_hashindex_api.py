@@ -8,6 +8,8 @@ import textwrap
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+
 from hashtool.errors import ArgumentError, CodeError
 from hashtool.hashindex import FlatIndex, MIHIndex, warmup
 from hashtool.hashindex.mih import default_m, substring_layout
