@@ -261,12 +261,17 @@ def mih_knn(words, nw, n, q, qa, qb, k, m, sub_start, sub_width,
 @njit(cache=True, nogil=True)
 def mih_range(words, nw, n, q, qa, qb, max_distance, m, sub_start, sub_width,
               t_dense, t_off_base, t_key_base, t_key_len, t_offsets, t_keys, t_pos, t_word0,
-              budget, cap, rd, rp, rn, st_lookups, st_cands, st_radius, st_fallback):
-    """Exact range search for queries qa..qb-1; the first ``cap`` matches of query qi go to rd[qi], rp[qi],
-    their count to rn[qi]."""
+              budget, st_lookups, st_cands, st_radius, st_fallback):
+    """Exact range search for queries qa..qb-1 (one task of the thread pool).
+
+    Returns (keys, counts): the sorted keys ``distance << 40 | position`` of every match, query after
+    query, and each query's number of matches (0 for a query that fell back).
+    """
     qk = np.empty(m, np.int64)
     buf = np.empty(64, np.int64)
-    mask = (np.int64(1) << POS_SHIFT) - 1
+    out = np.empty(1024, np.int64)
+    counts = np.zeros(qb - qa, np.int64)
+    total = 0
     for qi in range(qa, qb):
         buf, cnt, lk, cd, rad, fell = _mih_query(
             words, nw, n, q, qi, 1, max_distance, m, sub_start, sub_width, t_dense, t_off_base,
@@ -275,8 +280,13 @@ def mih_range(words, nw, n, q, qa, qb, max_distance, m, sub_start, sub_width,
         st_cands[qi] = cd
         st_radius[qi] = rad
         st_fallback[qi] = fell
-        rn[qi] = 0 if fell else cnt
-        if not fell:
-            for o in range(min(cnt, cap)):
-                rd[qi, o] = buf[o] >> POS_SHIFT
-                rp[qi, o] = buf[o] & mask
+        if fell:
+            continue
+        if total + cnt > out.shape[0]:
+            grown = np.empty(max(2 * out.shape[0], total + cnt), np.int64)
+            grown[:total] = out[:total]
+            out = grown
+        out[total:total + cnt] = buf[:cnt]
+        counts[qi - qa] = cnt
+        total += cnt
+    return out[:total].copy(), counts

@@ -272,26 +272,26 @@ class MIHIndex(BaseIndex):
             t = self._ensure_tables()
             args, budget = self._args(t), self._budget()
             nmih = self._route(nq)
-            cap = 64
-            while True:
-                rd = np.empty((nq, cap), dtype=np.int32)
-                rp = np.empty((nq, cap), dtype=np.int64)
-                rn = np.zeros(nq, dtype=np.int64)
-                lookups, cands, radius = (np.zeros(nq, np.int64) for _ in range(3))
-                radius[nmih:] = -1
-                fell = np.ones(nq, dtype=np.bool_)  # queries routed straight to the scan count as fallen back
-                tasks = [
-                    (self._words, nw, n, q, qa, qb, r, *args, budget, cap, rd, rp, rn, lookups, cands, radius, fell)
-                    for qa, qb in _pool.split(nmih, 4 * self._threads)
-                ]
-                _pool.run(self._threads, MK.mih_range, tasks)
-                need = int(rn.max()) if nq else 0
-                if need <= cap:
-                    break
-                cap = need
+            lookups, cands, radius = (np.zeros(nq, np.int64) for _ in range(3))
+            radius[nmih:] = -1
+            fell = np.ones(nq, dtype=np.bool_)  # queries routed straight to the scan count as fallen back
+            parts = _pool.split(nmih, 4 * self._threads) if nmih else []
+            results = _pool.run(
+                self._threads,
+                MK.mih_range,
+                [(self._words, nw, n, q, qa, qb, r, *args, budget, lookups, cands, radius, fell) for qa, qb in parts],
+            )
             self._learn(fell[:nmih])
-            per_query_d = [rd[i, : rn[i]] for i in range(nq)]
-            per_query_p = [rp[i, : rn[i]] for i in range(nq)]
+            mask = (1 << MK.POS_SHIFT) - 1
+            per_query_d = [np.zeros(0, np.int32)] * nq
+            per_query_p = [np.zeros(0, np.int64)] * nq
+            for (qa, qb), (keys, counts) in zip(parts, results):
+                ends = np.cumsum(counts)
+                dists = (keys >> MK.POS_SHIFT).astype(np.int32)
+                pos = keys & mask
+                for j in range(qb - qa):
+                    per_query_d[qa + j] = dists[ends[j] - counts[j]: ends[j]]
+                    per_query_p[qa + j] = pos[ends[j] - counts[j]: ends[j]]
             if fell.any():
                 rows = np.flatnonzero(fell)
                 qf = np.ascontiguousarray(q.reshape(nq, nw)[rows].reshape(-1))
