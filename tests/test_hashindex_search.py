@@ -277,6 +277,24 @@ def test_routing_scans_directly_after_repeated_fallbacks_and_probes_again():
             np.testing.assert_array_equal(d, want[0])
             np.testing.assert_array_equal(i, want[1])
             paths.append(int((stats["lookups"] > 0).sum()))
-    assert paths[0] == len(queries)  # first call: every query tries the multi-index path
+    assert paths[0] == mih_module.PROBE_QUERIES  # first call: a probe tries the multi-index path
     assert 0 in paths  # later: routed straight to the scan
     assert mih_module.PROBE_QUERIES in paths  # and probes now and then
+
+
+def test_a_large_batch_probes_first_then_scans_the_rest():
+    rng = np.random.default_rng(12)
+    n = 300 if NOJIT else 3000
+    db = make_codes(rng, n, 64, "uniform")
+    queries = make_queries(rng, db, 199, 64)
+    index = MIHIndex(64)
+    index.add(db)
+    with mock.patch.object(mih_module, "SMALL_SCAN_WORDS", 0), mock.patch.object(mih_module, "FALLBACK_FRACTION", 1e-6):
+        d, i, stats = index.search(queries, 4, return_stats=True)
+    want_d, want_i = knn_search(queries, db, np.arange(n), 4)
+    np.testing.assert_array_equal(d, want_d)
+    np.testing.assert_array_equal(i, want_i)
+    tried = stats["lookups"] > 0
+    probe = max(mih_module.PROBE_QUERIES, len(queries) // 16)
+    assert tried[:probe].all() and not tried[probe:].any()
+    assert (stats["path"] == "scan").all()

@@ -35,13 +35,14 @@ from hashtool.hashindex._popcount import popcount
 
 POS_SHIFT = 40  # key = distance << 40 | position: positions below 2**40, distances up to 4096
 NO_KEY = np.int64(9223372036854775807)
-# Work model in units of "one database word scanned by the exhaustive kernel". Measured on the 2-core
-# build machine at N=1e6 x 64 bits: a bucket lookup in a dense table (2**21 offsets: cache and TLB misses)
-# cost about 125 scanned words, a sequential table entry a few, a random full-code read about as much as a
-# lookup.
-LOOKUP_COST = 128
+# Work model in units of "one database word scanned by the exhaustive kernel". Measured on the shared
+# 2-core build machine (load average ~15): a bucket lookup in a dense table (2**21..2**22 offsets: cache
+# and TLB misses) cost 125 scanned words at N=1e6 and about 600 at N=1e7; a sequential table entry a
+# few; a random full-code read about as much as a lookup. The larger figure is used: overestimating a
+# lookup only sends a query to the scan a little early.
+LOOKUP_COST = 512
 CANDIDATE_COST = 4
-VERIFY_COST = 128
+VERIFY_COST = 512
 
 
 @njit(cache=True, nogil=True)

@@ -16,10 +16,13 @@ Choices (see :mod:`hashtool.hashindex._mih_kernels` for the search itself):
   scan, and a query that exceeds it is answered by the scan. So a query costs at most about
   ``1 + FALLBACK_FRACTION`` scans. ``fallback=False`` forces the multi-index path (for tests and
   benchmarks).
-* Routing: when nearly every recent query fell back (an exponential average above ``ROUTE_SCAN_ABOVE``),
-  later calls scan directly, except that every ``PROBE_EVERY``-th call still sends up to ``PROBE_QUERIES``
-  queries through the multi-index path to notice when the workload changes. This keeps uniform data,
-  where multi-index hashing cannot win at these sizes, within a few percent of the scan.
+* Routing (k-NN): a large batch first sends a probe of ``max(PROBE_QUERIES, nq // 16)`` queries through
+  the multi-index path; if more than ``ROUTE_SCAN_ABOVE`` of them fell back, the rest of the batch is
+  scanned directly. Across calls, when nearly every recent query fell back (an exponential average above
+  ``ROUTE_SCAN_ABOVE``), later calls scan directly, except that every ``PROBE_EVERY``-th call still sends
+  up to ``PROBE_QUERIES`` queries through the multi-index path to notice when the workload changes. This
+  keeps uniform data, where multi-index hashing cannot win at these sizes, within a few percent of the
+  scan. Range search needs no routing: its enumeration cost is known before it starts.
 * Per-query statistics of the last search are in :attr:`MIHIndex.last_stats` (and returned with
   ``return_stats=True``): ``lookups`` (buckets probed), ``candidates`` (table entries checked),
   ``radius`` (last substring radius reached, -1 if none), ``path`` ("mih" or "scan").
@@ -228,14 +231,25 @@ class MIHIndex(BaseIndex):
             lookups, cands, radius = (np.zeros(nq, np.int64) for _ in range(3))
             fell = np.ones(nq, dtype=np.bool_)  # queries routed straight to the scan count as fallen back
             nmih = self._route(nq)
-            if nmih:
-                args, budget = self._args(t), self._budget()
+            args, budget = self._args(t), self._budget()
+
+            def run_mih(qa, qb):
                 tasks = [
-                    (self._words, nw, n, q, qa, qb, k, *args, budget, d, p, lookups, cands, radius, fell)
-                    for qa, qb in _pool.split(nmih, 4 * self._threads)
+                    (self._words, nw, n, q, qa + a, qa + b, k, *args, budget, d, p, lookups, cands, radius, fell)
+                    for a, b in _pool.split(qb - qa, 4 * self._threads)
                 ]
                 _pool.run(self._threads, MK.mih_knn, tasks)
-                self._learn(fell[:nmih])
+
+            probe = max(PROBE_QUERIES, nmih // 16)
+            if nmih > 2 * probe and self._fallback:
+                run_mih(0, probe)
+                if fell[:probe].mean() > ROUTE_SCAN_ABOVE:
+                    nmih = probe
+                else:
+                    run_mih(probe, nmih)
+            elif nmih:
+                run_mih(0, nmih)
+            self._learn(fell[:nmih])
             radius[nmih:] = -1
             if fell.any():
                 rows = np.flatnonzero(fell)
@@ -271,7 +285,7 @@ class MIHIndex(BaseIndex):
         else:
             t = self._ensure_tables()
             args, budget = self._args(t), self._budget()
-            nmih = self._route(nq)
+            nmih = nq
             lookups, cands, radius = (np.zeros(nq, np.int64) for _ in range(3))
             radius[nmih:] = -1
             fell = np.ones(nq, dtype=np.bool_)  # queries routed straight to the scan count as fallen back
@@ -281,7 +295,6 @@ class MIHIndex(BaseIndex):
                 MK.mih_range,
                 [(self._words, nw, n, q, qa, qb, r, *args, budget, lookups, cands, radius, fell) for qa, qb in parts],
             )
-            self._learn(fell[:nmih])
             mask = (1 << MK.POS_SHIFT) - 1
             per_query_d = [np.zeros(0, np.int32)] * nq
             per_query_p = [np.zeros(0, np.int64)] * nq
