@@ -37,3 +37,4 @@ demo: $(STAMP) data
 
 test: $(STAMP) data
 	$(PY) -m pytest -q
+	NUMBA_DISABLE_JIT=1 HYPOTHESIS_PROFILE=nojit $(PY) -m pytest -q tests/test_hashindex_search.py tests/test_hashindex_api.py tests/test_hashindex_io.py

@@ -4,13 +4,16 @@ import os
 from unittest import mock
 
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from hashtool.hashindex import FlatIndex, MIHIndex, mih as mih_module
 from naive import knn_search, range_search
 
 NOJIT = os.environ.get("NUMBA_DISABLE_JIT") == "1"
-MAX_N = 400 if NOJIT else 5000
+MAX_N = 150 if NOJIT else 5000
+# Without JIT the kernels run as Python and unsigned scalar arithmetic wraps on purpose (numpy warns).
+pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
 NBITS = [8, 16, 24, 56, 64, 72, 120, 128, 136, 200, 256, 320, 512]
 
 
@@ -53,9 +56,10 @@ def make_ids(rng, n, sequential):
 
 
 def mih_forced(nbits, m=None):
-    """A MIHIndex that always takes the multi-index path (fallback off), with substrings <= 16 bits."""
+    """A MIHIndex that always takes the multi-index path (fallback off), with substrings <= 16 bits
+    (<= 8 without JIT, where enumerating keys runs as Python)."""
     if m is None:
-        m = max(1, -(-nbits // 16))
+        m = max(1, -(-nbits // (8 if NOJIT else 16)))
     return MIHIndex(nbits, m=m, fallback=False)
 
 
@@ -111,18 +115,18 @@ def test_flat_and_mih_range_equal_naive(c, rfrac):
 
 @given(
     seed=st.integers(0, 2**32 - 1),
-    nbits=st.sampled_from([16, 40, 64, 96]),
+    nbits=st.sampled_from([16, 40] if NOJIT else [16, 40, 64, 96]),
     m=st.integers(1, 6),
-    k=st.integers(1, 40),
-    r=st.integers(0, 12),
+    k=st.integers(1, 5 if NOJIT else 40),
+    r=st.integers(0, 4 if NOJIT else 12),
 )
 def test_mih_any_m_including_sparse_tables(seed, nbits, m, k, r):
     """Every m (uneven substrings, widths up to 32 bits: sparse tables) gives the naive answer."""
     rng = np.random.default_rng(seed)
-    n = int(rng.integers(1, 300 if NOJIT else 2000))
+    n = int(rng.integers(1, 150 if NOJIT else 2000))
     db = make_codes(rng, n, nbits, "clustered")
     queries = db[rng.integers(0, n, size=3)]  # near the data: enumeration stays short even at 32 bits
-    m = max(m, -(-nbits // 32))
+    m = max(m, -(-nbits // (20 if NOJIT else 32)))
     index = MIHIndex(nbits, m=m, fallback=False)
     index.add(db)
     want_d, want_i = knn_search(queries, db, np.arange(n), k)
@@ -219,21 +223,24 @@ def test_add_remove_search_sequences(seed, nbits, ops):
 
 def test_threads_and_both_parallel_splits_agree():
     """One query splits the database across threads, many queries split the queries: same answers."""
+    from hashtool.hashindex import flat as flat_module
+
     rng = np.random.default_rng(7)
-    n = 3 * 4096 if NOJIT else 20000
+    n = 700 if NOJIT else 5000
     db = make_codes(rng, n, 128, "few")  # heavy ties across chunk borders
     queries = make_queries(rng, db, 40, 128)
     want_d, want_i = knn_search(queries, db, np.arange(n), 25)
     want_r = range_search(queries[:3], db, np.arange(n), 40)
-    for threads in (1, 2, 3):
-        index = FlatIndex(128, threads=threads)
-        index.add(db)
-        for sl in (slice(0, 1), slice(1, 3), slice(None)):
-            d, i = index.search(queries[sl], 25)
-            np.testing.assert_array_equal(d, want_d[sl])
-            np.testing.assert_array_equal(i, want_i[sl])
-        for got, exp in zip(index.range_search(queries[:3], 40), want_r):
-            np.testing.assert_array_equal(got, exp)
+    with mock.patch.object(flat_module, "_MIN_CHUNK_ROWS", 100):  # chunks of a small database
+        for threads in (1, 2, 3):
+            index = FlatIndex(128, threads=threads)
+            index.add(db)
+            for sl in (slice(0, 1), slice(1, 3), slice(None)):
+                d, i = index.search(queries[sl], 25)
+                np.testing.assert_array_equal(d, want_d[sl])
+                np.testing.assert_array_equal(i, want_i[sl])
+            for got, exp in zip(index.range_search(queries[:3], 40), want_r):
+                np.testing.assert_array_equal(got, exp)
 
 
 def test_mih_verifies_fewer_candidates_than_n_on_clustered_data():
@@ -253,3 +260,41 @@ def test_mih_verifies_fewer_candidates_than_n_on_clustered_data():
     assert stats["candidates"].max() < n // 2, stats["candidates"]
     assert (stats["lookups"] > 0).all() and (stats["radius"] >= 0).all()
     assert index.last_stats is stats
+
+
+def test_routing_scans_directly_after_repeated_fallbacks_and_probes_again():
+    rng = np.random.default_rng(11)
+    n = 300 if NOJIT else 3000
+    db = make_codes(rng, n, 64, "uniform")
+    queries = make_queries(rng, db, 20, 64)
+    want = knn_search(queries, db, np.arange(n), 5)
+    index = MIHIndex(64)
+    index.add(db)
+    paths = []
+    with mock.patch.object(mih_module, "SMALL_SCAN_WORDS", 0), mock.patch.object(mih_module, "FALLBACK_FRACTION", 1e-6):
+        for _ in range(2 * mih_module.PROBE_EVERY):
+            d, i, stats = index.search(queries, 5, return_stats=True)
+            np.testing.assert_array_equal(d, want[0])
+            np.testing.assert_array_equal(i, want[1])
+            paths.append(int((stats["lookups"] > 0).sum()))
+    assert paths[0] == mih_module.PROBE_QUERIES  # first call: a probe tries the multi-index path
+    assert 0 in paths  # later: routed straight to the scan
+    assert mih_module.PROBE_QUERIES in paths  # and probes now and then
+
+
+def test_a_large_batch_probes_first_then_scans_the_rest():
+    rng = np.random.default_rng(12)
+    n = 300 if NOJIT else 3000
+    db = make_codes(rng, n, 64, "uniform")
+    queries = make_queries(rng, db, 199, 64)
+    index = MIHIndex(64)
+    index.add(db)
+    with mock.patch.object(mih_module, "SMALL_SCAN_WORDS", 0), mock.patch.object(mih_module, "FALLBACK_FRACTION", 1e-6):
+        d, i, stats = index.search(queries, 4, return_stats=True)
+    want_d, want_i = knn_search(queries, db, np.arange(n), 4)
+    np.testing.assert_array_equal(d, want_d)
+    np.testing.assert_array_equal(i, want_i)
+    tried = stats["lookups"] > 0
+    probe = max(mih_module.PROBE_QUERIES, len(queries) // 16)
+    assert tried[:probe].all() and not tried[probe:].any()
+    assert (stats["path"] == "scan").all()

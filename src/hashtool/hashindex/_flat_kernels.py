@@ -34,7 +34,7 @@ from numba import njit
 
 from hashtool.hashindex._popcount import popcount
 
-TILE_Q = 16
+TILE_Q = 64
 BLOCK_WORDS = 2048
 
 
@@ -255,47 +255,69 @@ def knn_merge(cd, cp, cn, k, nbits, out_d, out_p, out_n):
 
 
 @njit(cache=True, nogil=True)
-def range_scan(words, nw, q, qa, qb, pa, pb, max_distance, cap, rd, rp, rn):
-    """Rows pa..pb-1 within ``max_distance`` of queries qa..qb-1, in position order.
+def range_scan(words, nw, nbits, q, qa, qb, pa, pb, max_distance):
+    """Rows pa..pb-1 within ``max_distance`` of queries qa..qb-1 (one task of the thread pool).
 
-    ``rn[qi]`` counts every match (it may exceed ``cap``); only the first ``cap`` are stored.
+    Returns (counts (qb - qa,), distances, positions): matches sorted by (query, distance, position),
+    via two stable counting sorts (by distance, then by query) over a buffer that grows as needed.
     """
+    nt = qb - qa
     block = max(1, BLOCK_WORDS // nw)
     dist = np.empty(block, np.int32)
+    cap = 1024
+    bq = np.empty(cap, np.int64)
+    bd = np.empty(cap, np.int32)
+    bp = np.empty(cap, np.int64)
+    total = 0
     for p0 in range(pa, pb, block):
         p1 = min(p0 + block, pb)
         for qi in range(qa, qb):
-            if block_count_below(words, nw, p0, p1, q, qi * nw, max_distance + 1) == 0:
+            hits = block_count_below(words, nw, p0, p1, q, qi * nw, max_distance + 1)
+            if hits == 0:
                 continue
+            if total + hits > cap:
+                cap = max(2 * cap, total + hits)
+                nq_ = np.empty(cap, np.int64)
+                nd_ = np.empty(cap, np.int32)
+                np_ = np.empty(cap, np.int64)
+                nq_[:total] = bq[:total]
+                nd_[:total] = bd[:total]
+                np_[:total] = bp[:total]
+                bq, bd, bp = nq_, nd_, np_
             block_distances(words, nw, p0, p1, q, qi * nw, dist)
-            c = rn[qi]
             for i in range(p1 - p0):
                 d = dist[i]
                 if d <= max_distance:
-                    if c < cap:
-                        rd[qi, c] = d
-                        rp[qi, c] = p0 + i
-                    c += 1
-            rn[qi] = c
-
-
-@njit(cache=True, nogil=True)
-def range_collect(rd, rp, rn, nbits, lims, out_d, out_p):
-    """CSR assembly: per query, concatenate chunk matches in chunk order and counting-sort by distance."""
-    nchunks = rn.shape[0]
-    nq = rn.shape[1]
-    for qi in range(nq):
-        hist = np.zeros(nbits + 2, np.int64)
-        for ch in range(nchunks):
-            for i in range(rn[ch, qi]):
-                hist[rd[ch, qi, i] + 1] += 1
-        base = lims[qi]
-        for d in range(nbits + 1):
-            hist[d + 1] += hist[d]
-        for ch in range(nchunks):
-            for i in range(rn[ch, qi]):
-                d = rd[ch, qi, i]
-                o = hist[d]
-                hist[d] = o + 1
-                out_d[base + o] = d
-                out_p[base + o] = rp[ch, qi, i]
+                    bq[total] = qi - qa
+                    bd[total] = d
+                    bp[total] = p0 + i
+                    total += 1
+    # stable counting sort by distance, then by query: (query, distance, position) order
+    hist = np.zeros(nbits + 2, np.int64)
+    for i in range(total):
+        hist[bd[i] + 1] += 1
+    for d in range(nbits + 1):
+        hist[d + 1] += hist[d]
+    tq = np.empty(total, np.int64)
+    td = np.empty(total, np.int32)
+    tp = np.empty(total, np.int64)
+    for i in range(total):
+        o = hist[bd[i]]
+        hist[bd[i]] = o + 1
+        tq[o] = bq[i]
+        td[o] = bd[i]
+        tp[o] = bp[i]
+    counts = np.zeros(nt, np.int64)
+    for i in range(total):
+        counts[tq[i]] += 1
+    starts = np.zeros(nt + 1, np.int64)
+    for t in range(nt):
+        starts[t + 1] = starts[t] + counts[t]
+    out_d = np.empty(total, np.int32)
+    out_p = np.empty(total, np.int64)
+    for i in range(total):
+        o = starts[tq[i]]
+        starts[tq[i]] = o + 1
+        out_d[o] = td[i]
+        out_p[o] = tp[i]
+    return counts, out_d, out_p

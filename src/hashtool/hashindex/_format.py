@@ -99,7 +99,12 @@ def write_index(path, index_type: int, nbits: int, count: int, params, sections:
     header += _CRC.pack(zlib.crc32(header))
 
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".htidx", dir=folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".htidx", dir=folder)
+    except OSError as exc:
+        raise IndexFormatError(
+            f"{path}: cannot write the index ({exc.strerror}); check that the folder exists and is writable"
+        ) from exc
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(header)
@@ -110,11 +115,13 @@ def write_index(path, index_type: int, nbits: int, count: int, params, sections:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError):
+            raise IndexFormatError(f"{path}: saving failed ({exc}); the previous file, if any, is unchanged") from exc
         raise
     try:
         dfd = os.open(folder, os.O_RDONLY)

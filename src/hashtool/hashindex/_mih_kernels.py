@@ -35,10 +35,14 @@ from hashtool.hashindex._popcount import popcount
 
 POS_SHIFT = 40  # key = distance << 40 | position: positions below 2**40, distances up to 4096
 NO_KEY = np.int64(9223372036854775807)
-# Work model in units of "one database word scanned by the exhaustive kernel" (see bench_index.py).
-LOOKUP_COST = 24
-CANDIDATE_COST = 2
-VERIFY_COST = 24
+# Work model in units of "one database word scanned by the exhaustive kernel". Measured on the shared
+# 2-core build machine (load average ~15): a bucket lookup in a dense table (2**21..2**22 offsets: cache
+# and TLB misses) cost 125 scanned words at N=1e6 and about 600 at N=1e7; a sequential table entry a
+# few; a random full-code read about as much as a lookup. The larger figure is used: overestimating a
+# lookup only sends a query to the scan a little early.
+LOOKUP_COST = 512
+CANDIDATE_COST = 4
+VERIFY_COST = 512
 
 
 @njit(cache=True, nogil=True)
@@ -258,12 +262,17 @@ def mih_knn(words, nw, n, q, qa, qb, k, m, sub_start, sub_width,
 @njit(cache=True, nogil=True)
 def mih_range(words, nw, n, q, qa, qb, max_distance, m, sub_start, sub_width,
               t_dense, t_off_base, t_key_base, t_key_len, t_offsets, t_keys, t_pos, t_word0,
-              budget, cap, rd, rp, rn, st_lookups, st_cands, st_radius, st_fallback):
-    """Exact range search for queries qa..qb-1; the first ``cap`` matches of query qi go to rd[qi], rp[qi],
-    their count to rn[qi]."""
+              budget, st_lookups, st_cands, st_radius, st_fallback):
+    """Exact range search for queries qa..qb-1 (one task of the thread pool).
+
+    Returns (keys, counts): the sorted keys ``distance << 40 | position`` of every match, query after
+    query, and each query's number of matches (0 for a query that fell back).
+    """
     qk = np.empty(m, np.int64)
     buf = np.empty(64, np.int64)
-    mask = (np.int64(1) << POS_SHIFT) - 1
+    out = np.empty(1024, np.int64)
+    counts = np.zeros(qb - qa, np.int64)
+    total = 0
     for qi in range(qa, qb):
         buf, cnt, lk, cd, rad, fell = _mih_query(
             words, nw, n, q, qi, 1, max_distance, m, sub_start, sub_width, t_dense, t_off_base,
@@ -272,8 +281,13 @@ def mih_range(words, nw, n, q, qa, qb, max_distance, m, sub_start, sub_width,
         st_cands[qi] = cd
         st_radius[qi] = rad
         st_fallback[qi] = fell
-        rn[qi] = 0 if fell else cnt
-        if not fell:
-            for o in range(min(cnt, cap)):
-                rd[qi, o] = buf[o] >> POS_SHIFT
-                rp[qi, o] = buf[o] & mask
+        if fell:
+            continue
+        if total + cnt > out.shape[0]:
+            grown = np.empty(max(2 * out.shape[0], total + cnt), np.int64)
+            grown[:total] = out[:total]
+            out = grown
+        out[total:total + cnt] = buf[:cnt]
+        counts[qi - qa] = cnt
+        total += cnt
+    return out[:total].copy(), counts

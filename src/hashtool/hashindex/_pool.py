@@ -24,16 +24,16 @@ def _pool(threads: int) -> ThreadPoolExecutor:
         return pool
 
 
-def run(threads: int, fn, tasks) -> None:
-    """Call ``fn(*args)`` for every ``args`` in ``tasks`` on up to ``threads`` threads; re-raise errors."""
+def run(threads: int, fn, tasks) -> list:
+    """Call ``fn(*args)`` for every ``args`` in ``tasks`` on up to ``threads`` threads.
+
+    Returns the results in task order; the first error is re-raised.
+    """
     tasks = list(tasks)
     if threads <= 1 or len(tasks) <= 1:
-        for args in tasks:
-            fn(*args)
-        return
+        return [fn(*args) for args in tasks]
     futures = [_pool(threads).submit(fn, *args) for args in tasks]
-    for f in futures:
-        f.result()
+    return [f.result() for f in futures]
 
 
 def split(n: int, parts: int) -> list[tuple[int, int]]:

@@ -16,7 +16,6 @@ from hashtool.hashindex._base import BaseIndex
 # thread: one query, or a handful, must still keep every core busy.
 _TILES_PER_THREAD = 2
 _MIN_CHUNK_ROWS = 4096
-_RANGE_CAP = 64
 
 
 def _by_queries(nq: int, n: int, threads: int) -> bool:
@@ -53,34 +52,28 @@ def flat_range(words, nw, nbits, n, q, max_distance, threads):
     if nq == 0 or n == 0:
         return np.zeros(nq + 1, dtype=np.int64), np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int64)
     max_distance = min(max_distance, nbits)
-    if _by_queries(nq, n, threads):
-        chunks = [(0, n)]
-        qparts = _pool.split(nq, threads)
-    else:
-        chunks = _pool.split(n, min(threads, n // _MIN_CHUNK_ROWS))
-        qparts = [(0, nq)]
-    nchunks = len(chunks)
-    cap = min(_RANGE_CAP, n)
-    while True:
-        rd = np.empty((nchunks, nq, cap), dtype=np.int32)
-        rp = np.empty((nchunks, nq, cap), dtype=np.int64)
-        rn = np.zeros((nchunks, nq), dtype=np.int64)
-        tasks = [
-            (words, nw, q, qa, qb, pa, pb, max_distance, cap, rd[c], rp[c], rn[c])
-            for c, (pa, pb) in enumerate(chunks)
-            for qa, qb in qparts
-        ]
-        _pool.run(threads, K.range_scan, tasks)
-        need = int(rn.max())
-        if need <= cap:
-            break
-        cap = need  # exact: the first pass counted every match
     lims = np.zeros(nq + 1, dtype=np.int64)
-    np.cumsum(rn.sum(axis=0), out=lims[1:])
-    out_d = np.empty(int(lims[-1]), dtype=np.int32)
-    out_p = np.empty(int(lims[-1]), dtype=np.int64)
-    K.range_collect(rd, rp, rn, nbits, lims, out_d, out_p)
-    return lims, out_d, out_p
+    if _by_queries(nq, n, threads):
+        parts = _pool.split(nq, threads)
+        tasks = [(words, nw, nbits, q, qa, qb, 0, n, max_distance) for qa, qb in parts]
+        results = _pool.run(threads, K.range_scan, tasks)
+        np.cumsum(np.concatenate([r[0] for r in results]), out=lims[1:])
+        return lims, np.concatenate([r[1] for r in results]), np.concatenate([r[2] for r in results])
+    # few queries: chunks of the database; per query, chunk results (in position order) are concatenated
+    # and stably sorted by distance
+    chunks = _pool.split(n, min(threads, n // _MIN_CHUNK_ROWS))
+    tasks = [(words, nw, nbits, q, 0, nq, pa, pb, max_distance) for pa, pb in chunks]
+    results = _pool.run(threads, K.range_scan, tasks)
+    ends = [np.cumsum(r[0]) for r in results]
+    out_d, out_p = [], []
+    for qi in range(nq):
+        d = np.concatenate([r[1][e[qi] - r[0][qi]: e[qi]] for r, e in zip(results, ends)])
+        p = np.concatenate([r[2][e[qi] - r[0][qi]: e[qi]] for r, e in zip(results, ends)])
+        order = np.argsort(d, kind="stable")
+        out_d.append(d[order])
+        out_p.append(p[order])
+        lims[qi + 1] = lims[qi] + d.shape[0]
+    return lims, np.concatenate(out_d), np.concatenate(out_p)
 
 
 class FlatIndex(BaseIndex):

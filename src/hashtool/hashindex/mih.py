@@ -16,6 +16,13 @@ Choices (see :mod:`hashtool.hashindex._mih_kernels` for the search itself):
   scan, and a query that exceeds it is answered by the scan. So a query costs at most about
   ``1 + FALLBACK_FRACTION`` scans. ``fallback=False`` forces the multi-index path (for tests and
   benchmarks).
+* Routing (k-NN): a large batch first sends a probe of ``max(PROBE_QUERIES, nq // 16)`` queries through
+  the multi-index path; if more than ``ROUTE_SCAN_ABOVE`` of them fell back, the rest of the batch is
+  scanned directly. Across calls, when nearly every recent query fell back (an exponential average above
+  ``ROUTE_SCAN_ABOVE``), later calls scan directly, except that every ``PROBE_EVERY``-th call still sends
+  up to ``PROBE_QUERIES`` queries through the multi-index path to notice when the workload changes. This
+  keeps uniform data, where multi-index hashing cannot win at these sizes, within a few percent of the
+  scan. Range search needs no routing: its enumeration cost is known before it starts.
 * Per-query statistics of the last search are in :attr:`MIHIndex.last_stats` (and returned with
   ``return_stats=True``): ``lookups`` (buckets probed), ``candidates`` (table entries checked),
   ``radius`` (last substring radius reached, -1 if none), ``path`` ("mih" or "scan").
@@ -38,6 +45,9 @@ MAX_WIDTH = 32
 DENSE_MAX_BITS = 24
 SMALL_SCAN_WORDS = 1 << 14
 FALLBACK_FRACTION = 0.1
+ROUTE_SCAN_ABOVE = 0.9
+PROBE_EVERY = 8
+PROBE_QUERIES = 8
 _TABLE_KEYS = ("sub_start", "sub_width", "t_dense", "t_off_base", "t_key_base", "t_key_len")
 _TABLE_ARRAYS = ("t_offsets", "t_keys", "t_pos", "t_word0")
 
@@ -81,6 +91,8 @@ class MIHIndex(BaseIndex):
         self._fallback = bool(fallback)
         self._tables = None
         self.last_stats = None
+        self._fell_avg = 0.0
+        self._calls = 0
 
     @property
     def m(self) -> int:
@@ -173,6 +185,17 @@ class MIHIndex(BaseIndex):
             return 2**62
         return int(FALLBACK_FRACTION * len(self) * self._nw) + 1
 
+    def _route(self, nq: int) -> int:
+        """How many of ``nq`` queries (the first ones) take the multi-index path; the rest are scanned."""
+        if not self._fallback or self._fell_avg <= ROUTE_SCAN_ABOVE:
+            return nq
+        self._calls += 1
+        return min(nq, PROBE_QUERIES) if self._calls % PROBE_EVERY == 0 else 0
+
+    def _learn(self, fell: np.ndarray) -> None:
+        if fell.shape[0]:
+            self._fell_avg = 0.5 * self._fell_avg + 0.5 * float(fell.mean())
+
     def _scan_everything(self) -> bool:
         return self._fallback and len(self) * self._nw <= SMALL_SCAN_WORDS
 
@@ -206,13 +229,28 @@ class MIHIndex(BaseIndex):
             d = np.empty((nq, k), dtype=np.int32)
             p = np.empty((nq, k), dtype=np.int64)
             lookups, cands, radius = (np.zeros(nq, np.int64) for _ in range(3))
-            fell = np.zeros(nq, dtype=np.bool_)
+            fell = np.ones(nq, dtype=np.bool_)  # queries routed straight to the scan count as fallen back
+            nmih = self._route(nq)
             args, budget = self._args(t), self._budget()
-            tasks = [
-                (self._words, nw, n, q, qa, qb, k, *args, budget, d, p, lookups, cands, radius, fell)
-                for qa, qb in _pool.split(nq, 4 * self._threads)
-            ]
-            _pool.run(self._threads, MK.mih_knn, tasks)
+
+            def run_mih(qa, qb):
+                tasks = [
+                    (self._words, nw, n, q, qa + a, qa + b, k, *args, budget, d, p, lookups, cands, radius, fell)
+                    for a, b in _pool.split(qb - qa, 4 * self._threads)
+                ]
+                _pool.run(self._threads, MK.mih_knn, tasks)
+
+            probe = max(PROBE_QUERIES, nmih // 16)
+            if nmih > 2 * probe and self._fallback:
+                run_mih(0, probe)
+                if fell[:probe].mean() > ROUTE_SCAN_ABOVE:
+                    nmih = probe
+                else:
+                    run_mih(probe, nmih)
+            elif nmih:
+                run_mih(0, nmih)
+            self._learn(fell[:nmih])
+            radius[nmih:] = -1
             if fell.any():
                 rows = np.flatnonzero(fell)
                 qf = np.ascontiguousarray(q.reshape(nq, nw)[rows].reshape(-1))
@@ -247,24 +285,26 @@ class MIHIndex(BaseIndex):
         else:
             t = self._ensure_tables()
             args, budget = self._args(t), self._budget()
-            cap = 64
-            while True:
-                rd = np.empty((nq, cap), dtype=np.int32)
-                rp = np.empty((nq, cap), dtype=np.int64)
-                rn = np.zeros(nq, dtype=np.int64)
-                lookups, cands, radius = (np.zeros(nq, np.int64) for _ in range(3))
-                fell = np.zeros(nq, dtype=np.bool_)
-                tasks = [
-                    (self._words, nw, n, q, qa, qb, r, *args, budget, cap, rd, rp, rn, lookups, cands, radius, fell)
-                    for qa, qb in _pool.split(nq, 4 * self._threads)
-                ]
-                _pool.run(self._threads, MK.mih_range, tasks)
-                need = int(rn.max())
-                if need <= cap:
-                    break
-                cap = need
-            per_query_d = [rd[i, : rn[i]] for i in range(nq)]
-            per_query_p = [rp[i, : rn[i]] for i in range(nq)]
+            nmih = nq
+            lookups, cands, radius = (np.zeros(nq, np.int64) for _ in range(3))
+            radius[nmih:] = -1
+            fell = np.ones(nq, dtype=np.bool_)  # queries routed straight to the scan count as fallen back
+            parts = _pool.split(nmih, 4 * self._threads) if nmih else []
+            results = _pool.run(
+                self._threads,
+                MK.mih_range,
+                [(self._words, nw, n, q, qa, qb, r, *args, budget, lookups, cands, radius, fell) for qa, qb in parts],
+            )
+            mask = (1 << MK.POS_SHIFT) - 1
+            per_query_d = [np.zeros(0, np.int32)] * nq
+            per_query_p = [np.zeros(0, np.int64)] * nq
+            for (qa, qb), (keys, counts) in zip(parts, results):
+                ends = np.cumsum(counts)
+                dists = (keys >> MK.POS_SHIFT).astype(np.int32)
+                pos = keys & mask
+                for j in range(qb - qa):
+                    per_query_d[qa + j] = dists[ends[j] - counts[j]: ends[j]]
+                    per_query_p[qa + j] = pos[ends[j] - counts[j]: ends[j]]
             if fell.any():
                 rows = np.flatnonzero(fell)
                 qf = np.ascontiguousarray(q.reshape(nq, nw)[rows].reshape(-1))
