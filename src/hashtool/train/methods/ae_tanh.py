@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hashtool.train.methods import Method, Phase, register_method
+from hashtool.train.methods.common import fold_itq_rotation
 from hashtool.train.models import HashConfig, HashModel, register_model
 
 
@@ -131,7 +132,17 @@ def ae_tanh_loss(model: AETanh, batch, ctx):
     mse = F.mse_loss(recon, target)
     balance, decor = code_regularisers(code)
     loss = mse + hp["balance"] * balance + hp["decorrelation"] * decor
-    return loss, {"mse": float(mse.detach()), "beta": float(model.beta)}
+    logs = {"mse": float(mse.detach()), "beta": float(model.beta)}
+    if hp["consistency"] > 0:
+        cons = consistency_term(model.encode(batch.clean), code)
+        loss = loss + hp["consistency"] * cons
+        logs["consistency"] = float(cons.detach())
+    return loss, logs
+
+
+def consistency_term(code_clean: torch.Tensor, code_aug: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference between the codes of an image and of its augmented view (range 0..4)."""
+    return (code_clean - code_aug).pow(2).mean()
 
 
 def _beta_at(hp, ctx) -> float:
@@ -143,6 +154,12 @@ def _beta_at(hp, ctx) -> float:
 
 def _on_epoch_start(model: AETanh, ctx):
     model.beta.fill_(_beta_at(ctx.hparams, ctx))
+
+
+def _on_epoch_end(model: AETanh, ctx, data):
+    # At the end of the main phase: centre and ITQ-rotate the code layer (see the module docstring).
+    if ctx.hparams["rotate"] and ctx.phase == "main" and ctx.phase_epoch == ctx.phase_epochs - 1:
+        fold_itq_rotation(model.fc[-1], model.pre_code, data.images)
 
 
 def _phases(hp):
@@ -172,11 +189,14 @@ register_method(
             "decorrelation": 0.1,
             "hidden": 256,
             "target": "input",
+            "consistency": 0.0,
+            "rotate": True,
         },
         augment="shift:2",
         batch_size=128,
         select="last",
         on_epoch_start=_on_epoch_start,
+        on_epoch_end=_on_epoch_end,
         summary="convolutional autoencoder, tanh(beta x) code layer with beta raised until binary (unsupervised)",
     )
 )
