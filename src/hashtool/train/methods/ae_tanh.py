@@ -157,8 +157,8 @@ def _on_epoch_start(model: AETanh, ctx):
 
 
 def _on_epoch_end(model: AETanh, ctx, data):
-    # At the end of the main phase: centre and ITQ-rotate the code layer (see the module docstring).
-    if ctx.hparams["rotate"] and ctx.phase == "main" and ctx.phase_epoch == ctx.phase_epochs - 1:
+    # After the last epoch: centre and ITQ-rotate the code layer (see the module docstring).
+    if ctx.hparams["rotate"] and ctx.epoch == ctx.epochs - 1:
         fold_itq_rotation(model.fc[-1], model.pre_code, data.images)
 
 
@@ -180,7 +180,7 @@ register_method(
         phases=_phases,
         make_config=_make_config,
         hparams={
-            "epochs": 6,
+            "epochs": 3,
             "finetune_epochs": 1,
             "finetune_lr": 1e-4,
             "beta0": 1.0,
@@ -188,12 +188,13 @@ register_method(
             "balance": 0.1,
             "decorrelation": 0.1,
             "hidden": 256,
-            "target": "input",
+            "target": "clean",
             "consistency": 0.0,
             "rotate": True,
         },
         augment="shift:2",
         batch_size=128,
+        epoch_images=10000,
         select="last",
         on_epoch_start=_on_epoch_start,
         on_epoch_end=_on_epoch_end,

@@ -47,6 +47,7 @@ from torch import nn
 
 from hashtool.train.methods import Method, Phase, register_method
 from hashtool.train.methods.ae_tanh import code_regularisers, feature_hw
+from hashtool.train.methods.common import fold_itq_rotation
 from hashtool.train.models import HashConfig, HashModel, register_model
 
 
@@ -125,6 +126,12 @@ def scae_loss(model: SCAE, batch, ctx):
     return mse + pen, {"mse": float(mse.detach()), "binary_term": float(binary.detach()), "kl": float(kl.detach())}
 
 
+def _on_epoch_end(model: SCAE, ctx, data):
+    # After the last epoch: centre the code layer's logits and ITQ-rotate them (module docstring).
+    if ctx.hparams["rotate"] and ctx.epoch == ctx.epochs - 1:
+        fold_itq_rotation(model.enc3[-1], lambda x: model.enc3(model.enc2(model.enc1(x))), data.images)
+
+
 def _phases(hp):
     lw = int(hp["layer_epochs"])
     return [
@@ -147,16 +154,19 @@ register_method(
         make_config=_make_config,
         hparams={
             "layer_epochs": 1,
-            "epochs": 4,
+            "epochs": 3,
             "binary": 1.0,
             "sparsity": 0.01,
             "rho": 0.5,
             "decorrelation": 0.1,
             "hidden": 256,
+            "rotate": True,
         },
         augment="shift:2",
         batch_size=128,
+        epoch_images=10000,
         select="last",
+        on_epoch_end=_on_epoch_end,
         summary="stacked convolutional autoencoders, layer-wise then end to end, binary + sparse code constraint (unsupervised)",
     )
 )
