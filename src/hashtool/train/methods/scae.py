@@ -29,11 +29,14 @@ Choices the paper leaves open, and why:
 
 * ``rho`` = 0.5 by default: a code unit that is 1 for half the images carries the most information, and
   retrieval mAP (a ranking over the whole database) rewards that; a sparser target (``--hp rho=0.2``) is
-  available and measured lower in our runs. The constraint then mostly balances the bits.
+  available. The sparsity constraint then mostly balances the bits.
 * The binary weight ramps linearly from 0 to ``binary`` over the end-to-end phase, so the code organises
   before it is pushed to the corners.
-* Phases: 1 epoch per layer-wise autoencoder (lower layers frozen), then 4 end-to-end epochs (lr 1e-3
-  decayed linearly to 1e-5); about as much compute as ``ae-tanh``'s default, within the 15-minute budget.
+* ``rotate`` (on by default, not in the paper): after the last epoch the code layer's logits are centred and
+  rotated by ITQ's rotation (:func:`hashtool.train.methods.common.fold_itq_rotation`), as for ``ae-tanh``.
+* Schedule: an epoch is 10,000 images (``epoch_images``); 1 epoch per layer-wise autoencoder (lower layers
+  frozen), then 3 end-to-end epochs (lr 1e-3 decayed linearly to 1e-5): about the compute of ``ae-tanh``'s
+  default, within the 15-minute budget.
 * Augmentation: random 2-pixel shifts, as for ``ae-tanh``.
 """
 
