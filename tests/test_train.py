@@ -59,7 +59,7 @@ def test_loss_decreases_and_checkpoint_round_trips(tmp_path, method):
 
 
 def test_ae_tanh_beta_rises_until_binary(tmp_path):
-    model, meta = train(cfg("ae-tanh", epochs=4, hparams={**TINY_HP, "beta_max": 50.0}), tiny_splits(), tmp_path / "m.pt")
+    model, meta = train(cfg("ae-tanh", epochs=4, hparams={**TINY_HP, "beta_max": 50.0, "rotate": False}), tiny_splits(), tmp_path / "m.pt")
     betas = [h["beta"] for h in meta["history"]]
     assert betas == sorted(betas) and betas[0] == 1.0 and betas[-1] == 50.0
     assert meta["history"][-1]["binary"] > meta["history"][0]["binary"]
@@ -95,7 +95,10 @@ def test_resume_continues_the_same_run(tmp_path):
     class Stop(Exception):
         pass
 
+    original = method.on_epoch_end
+
     def stop_after_two(model, ctx, data):
+        original(model, ctx, data)
         if ctx.epoch == 1:
             raise Stop
 
@@ -104,7 +107,7 @@ def test_resume_continues_the_same_run(tmp_path):
         with pytest.raises(Stop):
             train(cfg("ae-tanh", epochs=4), splits, tmp_path / "part.pt")
     finally:
-        method.on_epoch_end = None
+        method.on_epoch_end = original
     partial = read_checkpoint(tmp_path / "part.pt")
     assert partial["meta"]["epochs_done"] == 1 and not partial["meta"]["complete"]
     resumed, meta = train(cfg("ae-tanh", epochs=4), splits, tmp_path / "part.pt", resume=True)
@@ -187,3 +190,22 @@ def test_shift_augmentation_moves_pixels_and_fills_black():
 def test_registry_has_the_unsupervised_methods():
     assert {"ae-tanh", "scae"} <= set(METHODS)
     assert not METHODS["ae-tanh"].supervised and METHODS["scae"].select == "last"
+
+
+def test_itq_rotation_fold_keeps_the_layer_and_lowers_quantisation():
+    from torch import nn
+
+    from hashtool.train.methods.common import fold_itq_rotation
+
+    torch.manual_seed(0)
+    feats = torch.randn(500, 6) * torch.tensor([3.0, 2.0, 1.0, 0.5, 0.5, 0.2]) + 1.0
+    lin = nn.Linear(6, 4)
+    before = lin(feats).detach().double()
+    info = fold_itq_rotation(lin, lambda x: lin(x), feats, seed=0)
+    after = lin(feats).detach().double()
+    # (z - mean) R: centred, and the same pairwise geometry (R orthogonal).
+    assert torch.allclose(after.mean(0), torch.zeros(4, dtype=torch.float64), atol=1e-4)
+    d0 = torch.cdist(before, before)
+    d1 = torch.cdist(after, after)
+    assert torch.allclose(d0, d1, atol=1e-3)
+    assert info["quantization_after"] <= info["quantization_before"] + 1e-9

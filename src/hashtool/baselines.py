@@ -111,6 +111,23 @@ def _pca(x: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
     return mean, P * np.where(flip == 0, 1.0, flip)
 
 
+def itq_rotation(V: np.ndarray, iterations: int = ITQ_ITERATIONS, rng=None) -> np.ndarray:
+    """ITQ's rotation for zero-centred data V (n, B): the orthogonal R minimising ||sign(V R) - V R||_F.
+
+    Alternates B = sign(V R) with the orthogonal Procrustes solution R = (U W^T)^T of svd(B^T V), starting
+    from a random orthogonal matrix (Gong and Lazebnik). Also used by the deep methods to align their code
+    layer with the hypercube's axes.
+    """
+    rng = np.random.default_rng(rng)
+    V = np.asarray(V, dtype=np.float64)
+    R, _ = np.linalg.qr(rng.standard_normal((V.shape[1], V.shape[1])))
+    for _ in range(iterations):
+        B = np.where(V @ R >= 0, 1.0, -1.0)
+        U, _, Vt = np.linalg.svd(B.T @ V)
+        R = (U @ Vt).T
+    return R
+
+
 def fit_baseline(method: str, x, bits: int, seed: int = 0, iterations: int = ITQ_ITERATIONS) -> LinearHash:
     """Fit ``method`` (lsh, pcah, itq) on features ``x`` (n, d) for ``bits`` bits."""
     if method not in BASELINES:
@@ -130,11 +147,7 @@ def fit_baseline(method: str, x, bits: int, seed: int = 0, iterations: int = ITQ
     else:
         mean, P = _pca(x, bits)
         V = (x.astype(np.float64) - mean) @ P
-        R, _ = np.linalg.qr(rng.standard_normal((bits, bits)))
-        for _ in range(iterations):
-            B = np.where(V @ R >= 0, 1.0, -1.0)
-            U, _, Vt = np.linalg.svd(B.T @ V)
-            R = (U @ Vt).T
+        R = itq_rotation(V, iterations, rng)
         W = P @ R
         meta["iterations"] = iterations
         meta["quantization_loss"] = float(np.square(np.where(V @ R >= 0, 1.0, -1.0) - V @ R).sum() / n)
