@@ -33,12 +33,15 @@ How to add a method (one module in this package, imported at the bottom of this 
    (name of the current :class:`Phase`), ``phase_epoch``, ``step`` and ``steps`` (within the run),
    ``progress`` (0..1 over the run), ``phase_progress`` (0..1 within the phase), ``lr``, ``hparams`` (the
    method's hyper-parameters after ``--hp key=value`` overrides), ``num_classes``, ``train_size``,
-   ``training`` (False during validation), ``device``.
+   ``training`` (False during validation), ``device``, ``data`` (the whole training split as a
+   :class:`hashtool.train.data.TrainData`, for methods that draw extra images in their loss, such as labeled
+   images in semi-supervised training; read it, never modify it).
 
 3. The :class:`Method` record, registered with :func:`register_method`: ``name`` (also the model name),
    ``loss``, ``phases(hp) -> list[Phase]`` (the default schedule: epochs, learning rates, which parameters
    train in each phase), ``hparams`` (defaults), ``make_config(bits, in_channels, height, width, hp)``,
-   ``supervised`` (needs labels), ``semi_supervised`` (accepts ``--labeled-fraction`` < 1),
+   ``supervised`` (needs labels; a hyper-parameter ``num_classes`` whose value is 0 is set by the engine to
+   the number of classes in the training labels before ``make_config`` is called), ``semi_supervised`` (accepts ``--labeled-fraction`` < 1),
    ``augment`` (default augmentation, see :mod:`hashtool.train.data`), ``batch_size``, ``select`` ("last",
    "val_loss" or "val_map": how the engine picks the epoch to keep), and optional hooks
    ``on_phase_start(model, ctx)`` / ``on_epoch_start(model, ctx)`` / ``on_epoch_end(model, ctx, data)``
@@ -95,6 +98,7 @@ class Context:
     train_size: int = 0
     training: bool = True
     device: str = "cpu"
+    data: object = None  # the training split (TrainData); read-only for losses and hooks
 
 
 @dataclass
@@ -165,3 +169,5 @@ def get_method(name: str) -> Method:
 
 # Importing a method module registers its model and its Method record.
 from hashtool.train.methods import ae_tanh  # noqa: E402,F401
+from hashtool.train.methods import nin_latent  # noqa: E402,F401
+from hashtool.train.methods import adalabel  # noqa: E402,F401
