@@ -40,8 +40,7 @@ How to add a method (one module in this package, imported at the bottom of this 
 3. The :class:`Method` record, registered with :func:`register_method`: ``name`` (also the model name),
    ``loss``, ``phases(hp) -> list[Phase]`` (the default schedule: epochs, learning rates, which parameters
    train in each phase), ``hparams`` (defaults), ``make_config(bits, in_channels, height, width, hp)``,
-   ``supervised`` (needs labels; a hyper-parameter ``num_classes`` whose value is 0 is set by the engine to
-   the number of classes in the training labels before ``make_config`` is called), ``semi_supervised`` (accepts ``--labeled-fraction`` < 1),
+   ``supervised`` (needs labels), ``semi_supervised`` (accepts ``--labeled-fraction`` < 1),
    ``augment`` (default augmentation, see :mod:`hashtool.train.data`), ``batch_size``, ``select`` ("last",
    "val_loss" or "val_map": how the engine picks the epoch to keep), and optional hooks
    ``on_phase_start(model, ctx)`` / ``on_epoch_start(model, ctx)`` / ``on_epoch_end(model, ctx, data)``
@@ -52,6 +51,10 @@ A :class:`Phase` is ``(name, epochs, lr, lr_end=None, schedule="constant"|"linea
 params=None|callable(model)->parameters, select=True)``; a fresh Adam optimiser is made per phase over
 ``params(model)`` (default: all parameters); ``select=False`` keeps the phase's epochs out of model
 selection (layer-wise pre-training, for instance).
+
+Classes: a method whose hyper-parameters hold ``num_classes`` with the value 0 gets it replaced by the number of
+classes in the training labels before ``make_config`` is called, so a classifier or codeword table is sized
+from the data (and the resolved value is stored with the run's hyper-parameters).
 """
 
 from __future__ import annotations
