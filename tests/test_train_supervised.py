@@ -7,6 +7,8 @@ benchmarks/quality_supervised.py, never asserted here.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -200,3 +202,33 @@ def test_codes_follow_the_binarize_rule(toy_splits):
     real = encode_real(model, imgs, pre)
     bits = np.unpackbits(real_to_packed(real, "sigmoid"), axis=1, bitorder="little")
     assert np.array_equal(bits.astype(bool), real > 0.5)
+
+
+def test_cli_trains_semi_supervised_adalabel(tmp_path):
+    """``hashtool train --method adalabel --labeled-fraction F`` (the command lives with the train CLI)."""
+    from click.testing import CliRunner
+
+    from hashtool.cli import COMMANDS, main
+    from hashtool.datasets import write_idx
+    from hashtool.train.checkpoint import read_checkpoint
+
+    if "train" not in COMMANDS:
+        pytest.skip("the `hashtool train` command is not on this branch yet")
+    folder = tmp_path / "toy"
+    folder.mkdir()
+    for prefix, n, seed in (("train", 160, 3), ("t10k", 40, 4)):
+        x, y = toy_images(n, seed)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte", x[..., 0])
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", y.astype(np.uint8))
+    out = tmp_path / "ada.pt"
+    args = ["train", "-m", "adalabel", "-b", "16", "-d", str(folder), "-o", str(out), "--labeled-fraction", "0.25",
+            "--epochs", "1", "--batch-size", "32", "--hp", "filters=4,8,8", "--threads", "1", "--json", "-q"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.output)
+    assert 0.0 < res["metrics"]["map"] <= 1.0
+    meta = read_checkpoint(out)["meta"]
+    assert meta["train_config"]["labeled_fraction"] == 0.25
+    assert "u_kept" in meta["history"][-1]
+    r = CliRunner().invoke(main, [*args[:2], "nin-latent", *args[3:]])
+    assert r.exit_code != 0 and "labeled-fraction" in r.output
