@@ -175,3 +175,26 @@ def range_search(queries, database, ids, max_distance):
         lims.append(lims[-1] + len(order))
     cat = lambda parts, dt: np.concatenate(parts).astype(dt) if parts else np.zeros(0, dt)  # noqa: E731
     return np.array(lims, dtype=np.int64), cat(dists, np.int32), cat(found, np.int64)
+
+
+def adalabel_supervised_loss(h, codeword_logits, labels, scale: float, quant: float) -> float:
+    """AdaLabelHash's fully labeled loss, one image and one class at a time (float64).
+
+    For each image i: similarities s_c = scale * sum_j h[i, j] * tanh(V[c, j]) / bits, cross-entropy
+    -log(exp(s_y) / sum_c exp(s_c)); averaged over images, plus quant * mean over all units of (|h| - 1)^2.
+    """
+    import math
+
+    h = np.asarray(h, dtype=np.float64)
+    v = np.asarray(codeword_logits, dtype=np.float64)
+    n, bits = h.shape
+    ce = 0.0
+    for i in range(n):
+        sims = []
+        for c in range(v.shape[0]):
+            sims.append(scale * sum(h[i, j] * math.tanh(v[c, j]) for j in range(bits)) / bits)
+        top = max(sims)
+        log_norm = top + math.log(sum(math.exp(s - top) for s in sims))
+        ce += log_norm - sims[int(labels[i])]
+    q = sum((abs(h[i, j]) - 1.0) ** 2 for i in range(n) for j in range(bits)) / (n * bits)
+    return ce / n + quant * q

@@ -169,6 +169,10 @@ def train(cfg: TrainConfig, splits, out_path, resume: bool = False, extra_meta: 
               f"{epoch_images} images/epoch, batch {batch_size}, augment {cfg.augment if cfg.augment is not None else method.augment}, select {select}")
 
     torch.manual_seed(cfg.seed)
+    if hp.get("num_classes") == 0:  # 0 = "as many classes as the training labels have" (see the method contract)
+        if num_classes < 2:
+            raise ArgumentError(f"--method {method.name} needs at least 2 classes in the labels of {ds.name}")
+        hp["num_classes"] = num_classes
     config = method.make_config(cfg.bits, c, h, w, hp)
     model = MODELS[method.name][1](config).to(device)
     if device == "cpu":
@@ -208,7 +212,7 @@ def train(cfg: TrainConfig, splits, out_path, resume: bool = False, extra_meta: 
             p.requires_grad_(id(p) in trainable)
         opt = torch.optim.Adam(params, lr=phase.lr)
         ctx = Context(epochs=total_epochs, phase=phase.name, phase_epochs=phase.epochs, steps=total_steps, hparams=hp,
-                      num_classes=num_classes, train_size=len(data), device=device)
+                      num_classes=num_classes, train_size=len(data), device=device, data=data)
         if opt_state is not None and start_epoch > phase_first:
             opt.load_state_dict(opt_state)
             opt_state = None

@@ -33,7 +33,9 @@ How to add a method (one module in this package, imported at the bottom of this 
    (name of the current :class:`Phase`), ``phase_epoch``, ``step`` and ``steps`` (within the run),
    ``progress`` (0..1 over the run), ``phase_progress`` (0..1 within the phase), ``lr``, ``hparams`` (the
    method's hyper-parameters after ``--hp key=value`` overrides), ``num_classes``, ``train_size``,
-   ``training`` (False during validation), ``device``.
+   ``training`` (False during validation), ``device``, ``data`` (the whole training split as a
+   :class:`hashtool.train.data.TrainData`, for methods that draw extra images in their loss, such as labeled
+   images in semi-supervised training; read it, never modify it).
 
 3. The :class:`Method` record, registered with :func:`register_method`: ``name`` (also the model name),
    ``loss``, ``phases(hp) -> list[Phase]`` (the default schedule: epochs, learning rates, which parameters
@@ -51,6 +53,10 @@ A :class:`Phase` is ``(name, epochs, lr, lr_end=None, schedule="constant"|"linea
 params=None|callable(model)->parameters, select=True)``; a fresh Adam optimiser is made per phase over
 ``params(model)`` (default: all parameters); ``select=False`` keeps the phase's epochs out of model
 selection (layer-wise pre-training, for instance).
+
+Classes: a method whose hyper-parameters hold ``num_classes`` with the value 0 gets it replaced by the number of
+classes in the training labels before ``make_config`` is called, so a classifier or codeword table is sized
+from the data (and the resolved value is stored with the run's hyper-parameters).
 """
 
 from __future__ import annotations
@@ -97,6 +103,7 @@ class Context:
     train_size: int = 0
     training: bool = True
     device: str = "cpu"
+    data: object = None  # the training split (TrainData); read-only for losses and hooks
 
 
 @dataclass
@@ -169,3 +176,5 @@ def get_method(name: str) -> Method:
 # Importing a method module registers its model and its Method record.
 from hashtool.train.methods import ae_tanh  # noqa: E402,F401
 from hashtool.train.methods import scae  # noqa: E402,F401
+from hashtool.train.methods import nin_latent  # noqa: E402,F401
+from hashtool.train.methods import adalabel  # noqa: E402,F401

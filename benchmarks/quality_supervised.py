@@ -1,0 +1,157 @@
+"""Retrieval quality of the supervised methods (nin-latent, adalabel) on Fashion-MNIST.
+
+Protocol (the same as benchmarks/quality.py for the unsupervised methods): Fashion-MNIST from Debian's
+``dataset-fashion-mnist``; 1,000 queries drawn (seed 0) from the 10,000 test images; the database is all
+60,000 training images; 5,000 of them are held out of training for validation (never used for model selection
+here: every method keeps its last epoch), the other 55,000 train the model. mAP over the whole ranking (ties
+by database order), mAP@1000 and precision within Hamming radius 2 (:func:`hashtool.evaluate.retrieval_metrics`).
+``labels`` is the share of the 55,000 training images whose label the method sees (seeded); the rest are
+unlabeled. ``acc`` is the accuracy of the model's own classifier (nin-latent: the softmax on the latent layer;
+adalabel: the nearest codeword) on the 1,000 queries, and ``acc_test`` on all 10,000 test images, so a reader
+can see how close mAP is to what the network knows. Training time is the engine's sum of epoch times
+(training steps only, no validation), wall time includes validation and encoding.
+
+Every method is trained with its defaults (``hashtool train`` with no other option than --bits and
+--labeled-fraction). Runs are independent, one JSON file each under ``--out``, so several invocations can share
+the work (``--runs``) and an interrupted benchmark resumes; ``--report`` prints the markdown table from the
+JSON files.
+
+    python benchmarks/quality_supervised.py --runs nin-latent:32,adalabel:32 --threads 1
+    python benchmarks/quality_supervised.py --report
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_RUNS = (
+    "nin-latent:16", "nin-latent:32", "nin-latent:64",
+    "adalabel:16", "adalabel:32", "adalabel:64",
+    "adalabel:32:0.1", "adalabel:32:0.01",
+)
+HERE = Path(__file__).resolve().parent
+
+
+def parse_run(spec: str) -> tuple[str, int, float]:
+    parts = spec.split(":")
+    if len(parts) not in (2, 3):
+        raise SystemExit(f"--runs: {spec!r} is not METHOD:BITS[:LABELED_FRACTION]")
+    return parts[0], int(parts[1]), float(parts[2]) if len(parts) == 3 else 1.0
+
+
+def run_name(method: str, bits: int, fraction: float) -> str:
+    return f"{method}-{bits}-labels{fraction:g}"
+
+
+def run_one(method: str, bits: int, fraction: float, out_dir: Path, ckpt_dir: Path, threads: int | None, seed: int) -> dict:
+    import numpy as np
+    import torch
+
+    from hashtool.datasets import load_dataset, make_splits
+    from hashtool.evaluate import retrieval_metrics
+    from hashtool.train.data import encode_packed, to_tensor
+    from hashtool.train.engine import TrainConfig, train
+    from hashtool.train.checkpoint import checkpoint_preprocess, read_checkpoint
+
+    ds = load_dataset("fashion-mnist")
+    splits = make_splits(ds, seed=seed)
+    ckpt = ckpt_dir / f"{run_name(method, bits, fraction)}.pt"
+    cfg = TrainConfig(method=method, bits=bits, seed=seed, threads=threads, labeled_fraction=fraction)
+    t0 = time.perf_counter()
+    model, meta = train(cfg, splits, ckpt)
+    wall_train = time.perf_counter() - t0
+    pre = checkpoint_preprocess(read_checkpoint(ckpt))
+    q_img, q_lab = splits.part("query")
+    d_img, d_lab = splits.part("database")
+    t1 = time.perf_counter()
+    db_codes = encode_packed(model, d_img, pre)
+    q_codes = encode_packed(model, q_img, pre)
+    encode_s = time.perf_counter() - t1
+    metrics = retrieval_metrics(q_codes, q_lab, db_codes, d_lab, pr_curve=False)
+
+    @torch.no_grad()
+    def accuracy(images, labels):
+        model.eval()
+        right = 0
+        for s in range(0, len(images), 1000):
+            x = to_tensor(images[s : s + 1000], pre)
+            right += int((model.classify(x).argmax(1).numpy() == labels[s : s + 1000]).sum())
+        return right / len(images)
+
+    result = {
+        "method": method,
+        "bits": bits,
+        "labeled_fraction": fraction,
+        "map": metrics["map"],
+        "map@1000": metrics["map@1000"],
+        "precision_r2": metrics["precision_r2"],
+        "acc": accuracy(q_img, q_lab),
+        "acc_test": accuracy(ds.test_images, ds.test_labels),
+        "train_seconds": meta["train_seconds"],
+        "train_wall_seconds": wall_train,
+        "encode_seconds_61k": encode_s,
+        "epochs": meta["epochs_done"],
+        "threads": meta["train_config"]["threads"],
+        "history": meta["history"],
+        "protocol": splits.protocol(),
+        "metrics": metrics,
+        "command": f"hashtool train --method {method} --bits {bits} --data fashion-mnist"
+        + (f" --labeled-fraction {fraction:g}" if fraction < 1 else ""),
+        "machine": f"{platform.machine()}, {platform.python_version()}, torch {torch.__version__}",
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{run_name(method, bits, fraction)}.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def report(out_dir: Path) -> str:
+    rows = []
+    for f in sorted(out_dir.glob("*.json")):
+        rows.append(json.loads(f.read_text()))
+    order = {m: i for i, m in enumerate(("nin-latent", "adalabel"))}
+    rows.sort(key=lambda r: (order.get(r["method"], 9), -r["labeled_fraction"], r["bits"]))
+    lines = [
+        "| method | bits | labels | mAP | mAP@1000 | P@r<=2 | classifier acc (queries) | acc (10k test) | train time | epochs | threads |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['method']} | {r['bits']} | {100 * r['labeled_fraction']:g}% | {r['map']:.4f} | {r['map@1000']:.4f} | "
+            f"{r['precision_r2']:.4f} | {r['acc']:.4f} | {r['acc_test']:.4f} | {r['train_seconds'] / 60:.1f} min | "
+            f"{r['epochs']} | {r['threads']} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--runs", default=",".join(DEFAULT_RUNS), help="comma-separated METHOD:BITS[:LABELED_FRACTION]")
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "quality_supervised")
+    ap.add_argument("--checkpoints", type=Path, default=Path("/tmp/hashtool-quality-supervised"))
+    ap.add_argument("--threads", type=int, default=None, help="torch threads per run (default: HASHTOOL_THREADS or all CPUs)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--force", action="store_true", help="re-run runs whose JSON already exists")
+    ap.add_argument("--report", action="store_true", help="only print the markdown table of the finished runs")
+    args = ap.parse_args(argv)
+    if args.report:
+        print(report(args.out))
+        return 0
+    for spec in [s for s in args.runs.split(",") if s.strip()]:
+        method, bits, fraction = parse_run(spec.strip())
+        if (args.out / f"{run_name(method, bits, fraction)}.json").exists() and not args.force:
+            print(f"[bench] {spec}: done already (use --force to re-run)", file=sys.stderr)
+            continue
+        r = run_one(method, bits, fraction, args.out, args.checkpoints, args.threads, args.seed)
+        print(f"[bench] {spec}: mAP {r['map']:.4f} acc {r['acc']:.4f} train {r['train_seconds']:.0f}s", file=sys.stderr, flush=True)
+    print(report(args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""``adalabel``: AdaLabelHash, one learned codeword per class on the B-dimensional hypercube.
+
+After "Adaptive Labeling for Deep Learning to Hash" (Yang, Lin, Chen): instead of one-hot targets, every class
+has a codeword, a vertex of the hypercube {-1, +1}^B, that is a trainable variable updated by back-propagation
+together with the network. The network's B outputs are pulled toward the codeword of their class and pushed
+away from the others, so classes that the data confuse end up with nearby codewords (a small Hamming
+distance), and the codewords are the targets of the hash function. Semi-supervised: images without a label
+are pulled toward the nearest current codeword when the network is confident about it.
+
+``encode()`` is the network up to its B tanh outputs; a bit is ``output >= 0`` (the "sign" rule). The
+codeword table is an ``nn.Parameter`` of the model, so it is saved with the checkpoint and optimised by the
+engine, but it is never used by ``encode()`` and never exported.
+
+Choices the paper leaves open (or that were scaled down for a shared 2-core CPU), and why:
+
+* Network: the same scaled-down Network-in-Network backbone as ``nin-latent`` (three mlpconv blocks of
+  16, 32 and 96 channels, global average pooling; see :mod:`hashtool.train.methods.nin_latent` for the
+  timing that set the widths), then ``Linear(96, B)`` and tanh. The paper fine-tunes ImageNet networks;
+  nothing may be downloaded here, and one shared backbone makes the two supervised methods comparable.
+* Codewords: a free table ``V`` (classes x B), initialised from N(0, 0.1^2); the relaxed codeword is
+  ``tanh(V)`` (inside the hypercube), the binary codeword is ``sign(V)``. The small start leaves the
+  codewords free to move while the network learns which classes resemble each other; the loss pushes
+  ``|tanh V|`` toward 1 by itself (a codeword aligned with its class's outputs gains by growing).
+* Loss (labeled image x of class y, output h = tanh(net(x))): a softmax cross-entropy over the
+  similarities ``s_c = scale * <h, tanh(V_c)> / B`` (for binary vectors ``<h, w>/B = 1 - 2 d_H(h, w)/B``, so
+  it ranks classes by Hamming distance to their codewords), which pulls h toward its own codeword and away
+  from the others, plus ``quant * mean((|h| - 1)^2)`` so the outputs become binary (scale 10, quant 0.1).
+  The nearest codeword is also the classifier whose accuracy the benchmark reports.
+* Semi-supervised (``--labeled-fraction F`` < 1), in the spirit of the paper's use of the current codewords
+  as targets for unlabeled images: the pseudo-label of an unlabeled image is its nearest current codeword,
+  computed from the un-augmented image without gradient; it is used only when the softmax over the
+  similarities gives it probability >= ``threshold`` (0.95), and then the cross-entropy toward that
+  codeword is applied to a strongly augmented view (the engine's shift and flip plus a random 8x8 cut-out),
+  as in FixMatch (Sohn et al. 2020); its weight ramps linearly from 0 to ``unlabeled`` (1.0) over the first
+  ``ramp`` (20%) of training, while the network and codewords are still random. Because a batch of 128
+  holds only about one labeled image at 1% labels, every step also draws ``labeled_batch`` (32) extra
+  labeled images (seeded by the torch RNG, shifted by up to 2 pixels with edge replication and flipped) from
+  the training split; with all labels present nothing extra is drawn.
+* Schedule: Adam, lr 2e-3 with a cosine decay to 2e-5 over 4 epochs, batch 128, the last epoch kept
+  (validation mAP is logged but not used for selection: in the semi-supervised setting the validation
+  split's labels would be a second, larger labeled set).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hashtool.train.methods import Method, Phase, register_method
+from hashtool.train.methods.nin_latent import NINBackbone
+from hashtool.train.models import HashConfig, HashModel, register_model
+
+
+@dataclass
+class AdaLabelConfig(HashConfig):
+    filters: tuple = (16, 32, 96)
+    kernel: int = 3
+    mlp_layers: int = 2
+    num_classes: int = 10
+    init_std: float = 0.1
+
+    def __post_init__(self):
+        self.filters = [int(f) for f in self.filters]
+
+
+@register_model("adalabel", AdaLabelConfig)
+class AdaLabel(HashModel):
+    binarize = "sign"
+
+    def __init__(self, config: AdaLabelConfig):
+        super().__init__(config)
+        self.backbone = NINBackbone(config.in_channels, config.filters, config.kernel, config.mlp_layers)
+        self.hash = nn.Linear(self.backbone.out_features, config.bits)
+        # One codeword per class (never used by encode()).
+        self.codeword_logits = nn.Parameter(torch.randn(config.num_classes, config.bits) * config.init_std)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The B tanh outputs (n, bits); a bit is output >= 0."""
+        return torch.tanh(self.hash(self.backbone(x)))
+
+    def codewords(self) -> torch.Tensor:
+        """Relaxed codewords tanh(V) (classes, bits), inside the hypercube."""
+        return torch.tanh(self.codeword_logits)
+
+    @torch.no_grad()
+    def binary_codewords(self) -> torch.Tensor:
+        """The class codewords as 0/1 bits (classes, bits) under the sign rule."""
+        return (self.codeword_logits >= 0).to(torch.uint8)
+
+    def similarities(self, h: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        """``scale * <h, tanh(V_c)> / bits`` for every class c: (n, classes)."""
+        return codeword_similarities(h, self.codeword_logits, scale)
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """Class scores (n, classes): similarity of the output to each codeword (argmax = nearest codeword)."""
+        return self.similarities(self.encode(x))
+
+
+def codeword_similarities(h: torch.Tensor, codeword_logits: torch.Tensor, scale: float) -> torch.Tensor:
+    """``scale * <h, tanh(V_c)> / bits`` for every class c: (n, classes). For binary h and codewords this is
+    ``scale * (1 - 2 * hamming / bits)``, so a softmax over it ranks classes by Hamming distance."""
+    return scale * (h @ torch.tanh(codeword_logits).T) / h.shape[1]
+
+
+def _shift_flip(x: torch.Tensor, pad: int) -> torch.Tensor:
+    """Random integer shifts in [-pad, pad] (edge replication) and random horizontal flips, per image."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
+    dy = torch.randint(0, 2 * pad + 1, (n,), device=x.device)
+    dx = torch.randint(0, 2 * pad + 1, (n,), device=x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device)[None, :])[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=x.device)[None, :])[:, None, None, :]
+    nidx = torch.arange(n, device=x.device)[:, None, None, None]
+    cidx = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+    out = padded[nidx, cidx, rows, cols]
+    flip = torch.rand(n, device=x.device) < 0.5
+    return torch.where(flip[:, None, None, None], out.flip(3), out)
+
+
+def _cutout(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Zero (the normalised mid-grey) one random ``size`` x ``size`` square per image."""
+    n, _, h, w = x.shape
+    cy = torch.randint(0, h, (n,), device=x.device)
+    cx = torch.randint(0, w, (n,), device=x.device)
+    ys = torch.arange(h, device=x.device)[None, :, None]
+    xs = torch.arange(w, device=x.device)[None, None, :]
+    inside = ((ys - cy[:, None, None]).abs() <= size // 2) & ((xs - cx[:, None, None]).abs() <= size // 2)
+    return x.masked_fill(inside[:, None], 0.0)
+
+
+def _extra_labeled(ctx, k: int):
+    """``k`` labeled images (augmented) and labels drawn from the training split, or None if all are labeled."""
+    data = ctx.data
+    if data is None or k <= 0 or not ctx.training:
+        return None
+    if bool(data.labeled.all()):
+        return None
+    pool = torch.nonzero(data.labeled).flatten()
+    if len(pool) == 0:
+        return None
+    pick = pool[torch.randint(0, len(pool), (k,), device=pool.device)]
+    x = _shift_flip(data.images[pick], 2)
+    if ctx.device == "cpu":
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, data.labels[pick]
+
+
+def adalabel_loss(model: AdaLabel, batch, ctx):
+    hp = ctx.hparams
+    scale = float(hp["scale"])
+    labeled = batch.labeled
+    extra = _extra_labeled(ctx, int(hp["labeled_batch"]))
+    unl = ~labeled
+    use_unlabeled = ctx.training and bool(unl.any()) and hp["unlabeled"] > 0
+
+    images = batch.images
+    if use_unlabeled:
+        # Strong view for the unlabeled part: the engine's augmentation plus a cut-out.
+        strong = _cutout(images[unl], int(hp["cutout"]))
+        images = images.clone()
+        images[unl] = strong
+    n_batch = len(batch)
+    if extra is not None:
+        images = torch.cat([images, extra[0]])
+    h = model.encode(images)
+    logits = model.similarities(h, scale)
+
+    labels = batch.labels[labeled]
+    lab_logits = logits[:n_batch][labeled]
+    if extra is not None:
+        labels = torch.cat([labels, extra[1]])
+        lab_logits = torch.cat([lab_logits, logits[n_batch:]])
+    ce = F.cross_entropy(lab_logits, labels) if len(labels) else logits.sum() * 0.0
+    quant = (h.abs() - 1.0).pow(2).mean()
+    loss = ce + hp["quant"] * quant
+    logs = {"ce": float(ce.detach()), "quant": float(quant.detach())}
+
+    if use_unlabeled:
+        with torch.no_grad():
+            p = F.softmax(model.similarities(model.encode(batch.clean[unl]), scale), dim=1)
+            conf, pseudo = p.max(dim=1)
+            keep = (conf >= hp["threshold"]).float()
+        u_ce = (F.cross_entropy(logits[:n_batch][unl], pseudo, reduction="none") * keep).mean()
+        weight = hp["unlabeled"] * min(1.0, ctx.progress / max(hp["ramp"], 1e-9))
+        loss = loss + weight * u_ce
+        logs.update({"u_ce": float(u_ce.detach()), "u_kept": float(keep.mean())})
+    return loss, logs
+
+
+def _phases(hp):
+    return [Phase("main", epochs=int(hp["epochs"]), lr=float(hp["lr"]), lr_end=float(hp["lr"]) / 100, schedule="cosine")]
+
+
+def _make_config(bits, in_channels, height, width, hp):
+    return AdaLabelConfig(
+        bits=bits, in_channels=in_channels, height=height, width=width,
+        filters=[int(f) for f in str(hp["filters"]).split(",")], num_classes=int(hp["num_classes"]),
+        init_std=float(hp["init_std"]),
+    )
+
+
+register_method(
+    Method(
+        name="adalabel",
+        loss=adalabel_loss,
+        phases=_phases,
+        make_config=_make_config,
+        hparams={
+            "epochs": 4,
+            "lr": 2e-3,
+            "scale": 10.0,
+            "quant": 0.1,
+            "unlabeled": 1.0,
+            "threshold": 0.95,
+            "ramp": 0.2,
+            "cutout": 8,
+            "labeled_batch": 32,
+            "init_std": 0.1,
+            "filters": "16,32,96",
+            "num_classes": 0,
+        },
+        supervised=True,
+        semi_supervised=True,
+        augment="shift:1,hflip",
+        batch_size=128,
+        select="last",
+        summary="AdaLabelHash: learned per-class codewords on the hypercube as targets (supervised, semi-supervised)",
+    )
+)

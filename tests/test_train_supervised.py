@@ -1,0 +1,234 @@
+"""The supervised methods nin-latent and adalabel: their models, losses, semi-supervision and training.
+
+Training runs on a tiny synthetic labeled dataset (three shapes at random places in noise) with tiny
+networks (``--hp filters=4,8,8``) so the whole file takes seconds; the real quality is measured by
+benchmarks/quality_supervised.py, never asserted here.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from naive import adalabel_supervised_loss
+
+from hashtool.datasets import Dataset, make_splits
+from hashtool.errors import ArgumentError
+from hashtool.train.checkpoint import load_checkpoint
+from hashtool.train.data import encode_real, real_to_packed
+from hashtool.train.engine import TrainConfig, train
+from hashtool.train.methods import Batch, Context, get_method
+from hashtool.train.methods.adalabel import AdaLabel, AdaLabelConfig, _cutout, _extra_labeled, _shift_flip, adalabel_loss, codeword_similarities
+from hashtool.train.methods.nin_latent import NINLatent, NINLatentConfig
+from hashtool.train.data import TrainData
+from hashtool.preprocess import Preprocess
+
+TINY = {"filters": "4,8,8"}
+
+
+def toy_images(n: int, seed: int, classes: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """28x28 grey images: class 0 a horizontal bar, 1 a vertical bar, 2 a filled square, in noise."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, n)
+    x = rng.integers(0, 60, (n, 28, 28), dtype=np.int64)
+    for i, c in enumerate(labels):
+        r, k = rng.integers(4, 20, 2)
+        if c == 0:
+            x[i, r : r + 3, 2:26] += 190
+        elif c == 1:
+            x[i, 2:26, k : k + 3] += 190
+        else:
+            x[i, r : r + 8, k : k + 8] += 190
+    return np.clip(x, 0, 255).astype(np.uint8)[..., None], labels.astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def toy_splits():
+    xtr, ytr = toy_images(480, 1)
+    xte, yte = toy_images(120, 2)
+    ds = Dataset("toy", xtr, ytr, xte, yte)
+    return make_splits(ds, n_query=60, n_val=80, seed=0)
+
+
+def _accuracy(model, splits) -> float:
+    q, ql = splits.part("query")
+    pre = Preprocess(height=28, width=28, color="L", mean=(0.5,), std=(0.5,))
+    from hashtool.train.data import to_tensor
+
+    with torch.no_grad():
+        model.eval()
+        pred = model.classify(to_tensor(q, pre)).argmax(1).numpy()
+    return float((pred == ql).mean())
+
+
+@pytest.mark.parametrize("method", ["nin-latent", "adalabel"])
+def test_training_learns_the_classes_and_the_checkpoint_rebuilds_it(method, toy_splits, tmp_path):
+    out = tmp_path / "m.pt"
+    cfg = TrainConfig(method=method, bits=16, epochs=6, threads=1, quiet=True, batch_size=32, hparams=dict(TINY, lr=1e-2))
+    model, meta = train(cfg, toy_splits, out)
+    # num_classes=0 in the defaults is resolved from the labels (3 here, not a hard-coded 10).
+    assert model.config.num_classes == 3
+    assert meta["train_config"]["hparams"]["num_classes"] == 3
+    assert _accuracy(model, toy_splits) >= 0.9
+    assert meta["history"][-1]["val_map"] >= 0.8
+    loaded, ckpt = load_checkpoint(out)
+    assert ckpt["binarize"] == ("sigmoid" if method == "nin-latent" else "sign")
+    x = torch.from_numpy(toy_splits.part("query")[0][:8, :, :, 0]).float()[:, None] / 127.5 - 1.0
+    with torch.no_grad():
+        assert torch.allclose(model.encode(x), loaded.encode(x), atol=1e-5)  # channels_last vs contiguous
+
+
+def test_semi_supervised_adalabel_uses_the_unlabeled_images(toy_splits, tmp_path):
+    cfg = TrainConfig(method="adalabel", bits=16, epochs=6, threads=1, quiet=True, labeled_fraction=0.1, batch_size=32,
+                      hparams=dict(TINY, lr=1e-2, labeled_batch=16))
+    model, meta = train(cfg, toy_splits, tmp_path / "semi.pt")
+    last = meta["history"][-1]
+    # Confident nearest-codeword pseudo-labels were found and trained on.
+    assert last["u_kept"] > 0.3
+    assert _accuracy(model, toy_splits) >= 0.8
+
+
+def test_labeled_fraction_is_refused_by_nin_latent_and_labels_are_required(toy_splits, tmp_path):
+    with pytest.raises(ArgumentError, match="labeled-fraction"):
+        train(TrainConfig(method="nin-latent", bits=8, epochs=1, labeled_fraction=0.5, quiet=True, hparams=TINY), toy_splits, tmp_path / "x.pt")
+    ds = toy_splits.dataset
+    unlabeled = Dataset("unlabeled", ds.train_images, None)
+    sp = make_splits(unlabeled, n_query=20, n_val=20)
+    for method in ("nin-latent", "adalabel"):
+        with pytest.raises(ArgumentError, match="needs labels"):
+            train(TrainConfig(method=method, bits=8, epochs=1, quiet=True, hparams=TINY), sp, tmp_path / "y.pt")
+
+
+@pytest.mark.parametrize("cls,cfg", [(NINLatent, NINLatentConfig), (AdaLabel, AdaLabelConfig)])
+def test_encode_never_uses_the_classifier_or_the_codewords(cls, cfg):
+    torch.manual_seed(0)
+    model = cls(cfg(bits=24, filters=(4, 8, 8), num_classes=5)).eval()
+    x = torch.randn(6, 1, 28, 28)
+    before = model.encode(x)
+    assert before.shape == (6, 24)
+    lo, hi = (0.0, 1.0) if model.binarize == "sigmoid" else (-1.0, 1.0)
+    assert float(before.detach().min()) >= lo and float(before.detach().max()) <= hi
+    head = model.classifier if cls is NINLatent else None
+    with torch.no_grad():
+        if head is not None:
+            head.weight.normal_()
+            head.bias.normal_()
+        else:
+            model.codeword_logits.normal_()
+    assert torch.equal(before, model.encode(x))
+    # The class-side parameters receive no gradient from the code.
+    model.encode(x).sum().backward()
+    side = model.classifier.weight if cls is NINLatent else model.codeword_logits
+    assert side.grad is None
+    assert model.classify(x).shape == (6, 5)
+
+
+@given(
+    h=arrays(np.float32, (5, 8), elements=st.floats(-1, 1, width=32)),
+    v=arrays(np.float32, (4, 8), elements=st.floats(-3, 3, width=32)),
+    labels=arrays(np.int64, (5,), elements=st.integers(0, 3)),
+    scale=st.sampled_from([1.0, 10.0]),
+)
+def test_codeword_loss_matches_naive(h, v, labels, scale):
+    import torch.nn.functional as F
+
+    th, tv = torch.from_numpy(h).double(), torch.from_numpy(v).double()
+    ce = F.cross_entropy(codeword_similarities(th, tv, scale), torch.from_numpy(labels))
+    quant = (th.abs() - 1).pow(2).mean()
+    got = float(ce + 0.1 * quant)
+    assert got == pytest.approx(adalabel_supervised_loss(h, v, labels, scale, 0.1), rel=1e-9, abs=1e-9)
+
+
+def test_adalabel_loss_on_a_fully_labeled_batch_is_the_codeword_loss():
+    torch.manual_seed(0)
+    model = AdaLabel(AdaLabelConfig(bits=8, filters=(4, 8, 8), num_classes=3)).eval()
+    x = torch.randn(7, 1, 28, 28)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0])
+    batch = Batch(images=x, clean=x, labels=labels, labeled=torch.ones(7, dtype=torch.bool), indices=torch.arange(7))
+    hp = dict(get_method("adalabel").hparams)
+    loss, logs = adalabel_loss(model, batch, Context(hparams=hp, training=False))
+    with torch.no_grad():
+        h = model.encode(x).numpy()
+    want = adalabel_supervised_loss(h, model.codeword_logits.detach().numpy(), labels.numpy(), hp["scale"], hp["quant"])
+    assert float(loss) == pytest.approx(want, rel=1e-5)
+    assert "u_ce" not in logs
+
+
+def test_extra_labeled_draws_only_labeled_images():
+    n = 50
+    images = torch.arange(n, dtype=torch.float32)[:, None, None, None].expand(n, 1, 6, 6).contiguous()
+    labeled = torch.zeros(n, dtype=torch.bool)
+    labeled[[3, 17, 40]] = True
+    labels = torch.where(labeled, torch.arange(n) % 3, torch.full((n,), -1))
+    data = TrainData(images=images, labels=labels, labeled=labeled)
+    torch.manual_seed(0)
+    x, y = _extra_labeled(Context(data=data, training=True), 64)
+    assert x.shape == (64, 1, 6, 6)
+    # Every drawn image is one of the labeled ones (constant images survive shifts and flips unchanged).
+    drawn = x[:, 0, 0, 0].long()
+    assert set(drawn.tolist()) <= {3, 17, 40} and len(set(drawn.tolist())) > 1
+    assert torch.equal(y, labels[drawn])
+    assert (y >= 0).all()
+    assert _extra_labeled(Context(data=data, training=False), 64) is None
+    full = TrainData(images=images, labels=torch.arange(n) % 3, labeled=torch.ones(n, dtype=torch.bool))
+    assert _extra_labeled(Context(data=full, training=True), 64) is None
+
+
+def test_augmentations_keep_shapes_and_move_pixels():
+    torch.manual_seed(0)
+    x = torch.randn(16, 1, 10, 10)
+    y = _shift_flip(x, 2)
+    assert y.shape == x.shape and not torch.equal(x, y)
+    # Shifting by 0 only flips: every image is either itself or its mirror.
+    z = _shift_flip(x, 0)
+    assert all(torch.equal(z[i], x[i]) or torch.equal(z[i], x[i].flip(2)) for i in range(16))
+    c = _cutout(x + 5.0, 4)
+    zeros = (c == 0).flatten(1).sum(1)
+    assert (zeros >= 1).all() and (zeros <= 25).all()
+    assert torch.equal(c[c != 0], (x + 5.0)[c != 0])
+
+
+def test_codes_follow_the_binarize_rule(toy_splits):
+    torch.manual_seed(0)
+    model = NINLatent(NINLatentConfig(bits=16, filters=(4, 8, 8), num_classes=3)).eval()
+    pre = Preprocess(height=28, width=28, color="L", mean=(0.5,), std=(0.5,))
+    imgs = toy_splits.part("query")[0][:10]
+    real = encode_real(model, imgs, pre)
+    bits = np.unpackbits(real_to_packed(real, "sigmoid"), axis=1, bitorder="little")
+    assert np.array_equal(bits.astype(bool), real > 0.5)
+
+
+def test_cli_trains_semi_supervised_adalabel(tmp_path):
+    """``hashtool train --method adalabel --labeled-fraction F`` (the command lives with the train CLI)."""
+    from click.testing import CliRunner
+
+    from hashtool.cli import COMMANDS, main
+    from hashtool.datasets import write_idx
+    from hashtool.train.checkpoint import read_checkpoint
+
+    if "train" not in COMMANDS:
+        pytest.skip("the `hashtool train` command is not on this branch yet")
+    folder = tmp_path / "toy"
+    folder.mkdir()
+    for prefix, n, seed in (("train", 160, 3), ("t10k", 40, 4)):
+        x, y = toy_images(n, seed)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte", x[..., 0])
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", y.astype(np.uint8))
+    out = tmp_path / "ada.pt"
+    args = ["train", "-m", "adalabel", "-b", "16", "-d", str(folder), "-o", str(out), "--labeled-fraction", "0.25",
+            "--epochs", "1", "--batch-size", "32", "--hp", "filters=4,8,8", "--threads", "1", "--json", "-q"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.output)
+    assert 0.0 < res["metrics"]["map"] <= 1.0
+    meta = read_checkpoint(out)["meta"]
+    assert meta["train_config"]["labeled_fraction"] == 0.25
+    assert "u_kept" in meta["history"][-1]
+    r = CliRunner().invoke(main, [*args[:2], "nin-latent", *args[3:]])
+    assert r.exit_code != 0 and "labeled-fraction" in r.output
