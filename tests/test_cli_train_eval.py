@@ -89,3 +89,26 @@ def test_itq_command_never_imports_torch(idx_folder, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1]) == {"torch": False}
+
+
+def test_train_and_eval_on_a_folder_of_images(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from hashtool.cli import main
+
+    src = Path(__file__).parent / "data" / "images" / "fmnist"
+    folder = tmp_path / "imgs"
+    shutil.copytree(src, folder)
+    for i in range(3):  # a few more per class so the protocol has queries and a database
+        for p in list(folder.glob("*/*.png")):
+            shutil.copy(p, p.with_name(f"{p.stem}_{i}.png"))
+    out = tmp_path / "m.npz"
+    args = ["-d", str(folder), "--image-size", "28", "--color", "L"]
+    r = CliRunner().invoke(main, ["train", "-m", "lsh", "-b", "16", "-o", str(out), "--queries", "4", "--val", "2", *args])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["eval", str(out), "--queries", "4", "--json", *args])
+    assert r.exit_code == 0, r.output
+    assert '"mAP"' in r.output or '"map"' in r.output.lower()

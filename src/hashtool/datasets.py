@@ -318,9 +318,9 @@ def load_image_folder(folder, height: int = 32, width: int = 32, color: str = "R
     return Dataset(name=folder.name or str(folder), train_images=images, train_labels=labels, classes=classes, source=str(walked.root))
 
 
-def load_dataset(spec) -> Dataset:
+def load_dataset(spec, image_size: int = 32, color: str = "RGB") -> Dataset:
     """Resolve a ``--data`` value: a dataset name, an IDX folder, a CIFAR-10 folder, or a folder of images
-    (:func:`load_image_folder` at its default size)."""
+    (:func:`load_image_folder`, decoded at ``image_size`` x ``image_size`` in ``color``)."""
     spec = str(spec)
     if spec == "fashion-mnist":
         return load_fashion_mnist()
@@ -332,7 +332,7 @@ def load_dataset(spec) -> Dataset:
             return load_cifar10(path)
         if _find(path, "train-images-idx3-ubyte") is not None:
             return load_idx_folder(path)
-        return load_image_folder(path)
+        return load_image_folder(path, height=image_size, width=image_size, color=color)
     raise DatasetError(
         f"--data {spec!r}: not a known dataset name ({', '.join(NAMED_DATASETS)}) nor a folder; "
         "pass a name or a folder with IDX files or CIFAR-10 batches"

@@ -11,20 +11,22 @@ from hashtool.cli import run_library
 
 @click.command("eval")
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--data", "-d", required=True, help="fashion-mnist, mnist-5k, or a folder of IDX files / CIFAR-10 batches.")
+@click.option("--data", "-d", required=True, help="fashion-mnist, mnist-5k, or a folder of IDX files, CIFAR-10 batches or images (labels from sub-folders).")
+@click.option("--image-size", type=click.IntRange(8, 1024), default=32, show_default=True, help="For a folder of images: the square size they are decoded at.")
+@click.option("--color", type=click.Choice(["L", "RGB"]), default="RGB", show_default=True, help="For a folder of images: grey (L) or colour (RGB).")
 @click.option("--seed", type=int, default=None, help="Protocol seed (default: the one the model was trained with, else 0).")
 @click.option("--queries", type=int, default=None, help="Number of queries (default: the dataset's protocol).")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True)
 @click.option("--threads", type=int, default=None, help="CPU threads (default: HASHTOOL_THREADS, else all CPUs available).")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics, PR curve and protocol as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
-def eval_cmd(model, data, seed, queries, device, threads, as_json, quiet):
+def eval_cmd(model, data, image_size, color, seed, queries, device, threads, as_json, quiet):
     """Evaluate MODEL (a deep checkpoint .pt or a baseline .npz) on DATA's seeded retrieval protocol.
 
     Every query ranks the whole database by (Hamming distance, database order); prints mAP over the whole
     ranking, mAP@1000, precision@k, precision within Hamming radius 2, and the protocol.
     """
-    result = run_library(_eval, model, data, seed, queries, device, threads, quiet)
+    result = run_library(_eval, model, data, seed, queries, device, threads, quiet, image_size, color)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
@@ -35,7 +37,7 @@ def eval_cmd(model, data, seed, queries, device, threads, as_json, quiet):
     click.echo(format_metrics(result["metrics"]))
 
 
-def _eval(model, data, seed, queries, device, threads, quiet):
+def _eval(model, data, seed, queries, device, threads, quiet, image_size=32, color="RGB"):
     import sys
     from pathlib import Path
 
@@ -46,7 +48,7 @@ def _eval(model, data, seed, queries, device, threads, quiet):
     path = Path(model)
     if not path.is_file():
         raise ModelError(f"{path}: no such model file")
-    dataset = load_dataset(data)
+    dataset = load_dataset(data, image_size=image_size, color=color)
     if is_baseline_file(path):
         base = load_baseline(path)
         stored = base.meta.get("protocol", {})

@@ -25,8 +25,10 @@ def _parse_hp(values) -> dict:
 @click.command("train")
 @click.option("--method", "-m", required=True, help="lsh, pcah, itq (numpy only), or a deep method: ae-tanh, scae, ...")
 @click.option("--bits", "-b", type=int, required=True, help="Code length, a multiple of 8.")
-@click.option("--data", "-d", required=True, help="fashion-mnist, mnist-5k, or a folder of IDX files / CIFAR-10 batches.")
+@click.option("--data", "-d", required=True, help="fashion-mnist, mnist-5k, or a folder of IDX files, CIFAR-10 batches or images (labels from sub-folders).")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Where to write the model (.pt for deep methods, .npz for baselines).")
+@click.option("--image-size", type=click.IntRange(8, 1024), default=32, show_default=True, help="For a folder of images: the square size they are decoded at.")
+@click.option("--color", type=click.Choice(["L", "RGB"]), default="RGB", show_default=True, help="For a folder of images: grey (L) or colour (RGB).")
 @click.option("--epochs", type=int, default=None, help="Total epochs (default: the method's documented schedule).")
 @click.option("--epoch-images", type=int, default=None, help="Images per epoch (default: the method's; a seeded sample, cycling when the set is smaller).")
 @click.option("--batch-size", type=int, default=None, help="Batch size (default: the method's).")
@@ -44,7 +46,7 @@ def _parse_hp(values) -> dict:
 @click.option("--no-eval", is_flag=True, help="Skip the final evaluation on the test protocol.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
-def train_cmd(method, bits, data, output, epochs, epoch_images, batch_size, lr, augment, labeled_fraction, select, hp, seed, queries,
+def train_cmd(method, bits, data, image_size, color, output, epochs, epoch_images, batch_size, lr, augment, labeled_fraction, select, hp, seed, queries,
               n_val, device, threads, resume, no_eval, as_json, quiet):
     """Train a hashing model and evaluate it on the dataset's retrieval protocol.
 
@@ -52,7 +54,7 @@ def train_cmd(method, bits, data, output, epochs, epoch_images, batch_size, lr, 
     stored in the model. Deep methods write an atomic checkpoint after every epoch; --resume continues.
     """
     result = run_library(_train, method, bits, data, output, epochs, epoch_images, batch_size, lr, augment, labeled_fraction, select,
-                         _parse_hp(hp), seed, queries, n_val, device, threads, resume, no_eval, quiet)
+                         _parse_hp(hp), seed, queries, n_val, device, threads, resume, no_eval, quiet, image_size, color)
     _print_result(result, as_json)
 
 
@@ -71,7 +73,7 @@ def _print_result(result: dict, as_json: bool) -> None:
 
 
 def _train(method, bits, data, output, epochs, epoch_images, batch_size, lr, augment, labeled_fraction, select, hp, seed, queries,
-           n_val, device, threads, resume, no_eval, quiet):
+           n_val, device, threads, resume, no_eval, quiet, image_size=32, color="RGB"):
     import time
 
     from hashtool.codes import check_nbits
@@ -79,7 +81,7 @@ def _train(method, bits, data, output, epochs, epoch_images, batch_size, lr, aug
     from hashtool.errors import ArgumentError
 
     check_nbits(bits)
-    dataset = load_dataset(data)
+    dataset = load_dataset(data, image_size=image_size, color=color)
     splits = make_splits(dataset, n_query=queries, n_val=n_val, seed=seed)
     if method in SHALLOW:
         for name, value in (("--epochs", epochs), ("--epoch-images", epoch_images), ("--batch-size", batch_size), ("--lr", lr), ("--augment", augment),
