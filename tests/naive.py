@@ -111,6 +111,7 @@ def linear_hash_bits(x, mean, W):
     for i in range(x.shape[0]):
         for j in range(W.shape[1]):
             out[i, j] = 1 if float(np.dot(x[i] - mean, W[:, j])) >= 0 else 0
+    return out
 
 
 def normalize_pixels(images, mean, std) -> np.ndarray:
