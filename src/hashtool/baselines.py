@@ -19,8 +19,6 @@ anything else with a clear error. ``fit`` is seeded: the same data and seed give
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,11 +63,11 @@ class LinearHash:
         """Write atomically as .npz (format tag, version, method, mean, W, JSON metadata)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
-        os.close(fd)
-        try:
+        from hashtool.fileio import atomic_write
+
+        with atomic_write(path) as f:
             np.savez(
-                tmp,
+                f,
                 format=np.array(BASELINE_FORMAT),
                 version=np.array(BASELINE_VERSION),
                 method=np.array(self.method),
@@ -77,11 +75,6 @@ class LinearHash:
                 W=self.W.astype(np.float32),
                 meta=np.array(json.dumps(self.meta)),
             )
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
 
 
 def _features(x, dim: int | None = None) -> np.ndarray:

@@ -6,8 +6,8 @@ import base64
 import html
 import io
 import os
-import tempfile
-from pathlib import Path
+
+from hashtool.fileio import atomic_write
 
 THUMB = 128
 
@@ -51,9 +51,5 @@ def write_results_page(out_path, queries) -> None:
             parts.append(_figure(rpath, f"#{rank} d={dist} {os.path.basename(str(rpath))}"))
         parts.append("</div></section>")
     parts.append("</body></html>\n")
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
+    with atomic_write(out_path, "w", encoding="utf-8") as f:
         f.write("".join(parts))
-    os.replace(tmp, out)

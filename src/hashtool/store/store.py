@@ -23,11 +23,11 @@ import os
 import re
 import shutil
 import sqlite3
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from hashtool.errors import ArgumentError, IndexFormatError
+from hashtool.fileio import atomic_write, fsync_dir
 from hashtool.store.walk import INDEX_MARKER
 
 STORE_FORMAT = "hashtool-index-store"
@@ -51,35 +51,14 @@ CREATE TABLE failures (path TEXT PRIMARY KEY, reason TEXT NOT NULL);
 """
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _fsync_file(path: Path) -> None:
     with open(path, "rb+") as f:
         os.fsync(f.fileno())
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        f.write(text)
 
 
 @dataclass
@@ -206,7 +185,7 @@ class IndexStore:
         """Make ``gen`` live atomically, then delete every other generation."""
         for p in gen.path.iterdir():
             _fsync_file(p)
-        _fsync_dir(gen.path)
+        fsync_dir(gen.path)
         _write_atomic(self.path / "CURRENT", gen.name + "\n")
         self.collect_garbage(keep=gen.name)
 

@@ -16,9 +16,7 @@ A checkpoint is a dict of plain values and tensors:
 from __future__ import annotations
 
 import dataclasses
-import os
 import platform
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -34,20 +32,11 @@ CHECKPOINT_VERSION = 1
 
 
 def atomic_torch_save(obj, path) -> None:
-    """Write with torch.save to a temp file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """torch.save through :func:`hashtool.fileio.atomic_write`: the old file survives any crash."""
+    from hashtool.fileio import atomic_write
+
+    with atomic_write(path) as f:
+        torch.save(obj, f)
 
 
 def save_checkpoint(path, model: HashModel, preprocess: Preprocess, meta: dict | None = None, extra: dict | None = None) -> None:
