@@ -154,8 +154,6 @@ def load_avg():
 # ---------------------------------------------------------------------------------------------- methods
 class Methods:
     def __init__(self, db, nbits, threads_list, args):
-        import faiss  # noqa: F401  (dev dependency)
-
         self.db, self.nbits, self.args = db, nbits, args
         self.build = {}
         t = time.perf_counter()

@@ -221,7 +221,8 @@ class MIHIndex(BaseIndex):
         k = self._check_k(k)
         q = self._prepare_codes(queries, "queries")
         nq, n, nw = q.shape[0] // self._nw, len(self), self._nw
-        if n == 0 or nq == 0 or self._scan_everything():
+        nmih = 0 if n == 0 or nq == 0 or self._scan_everything() else self._route(nq)
+        if nmih == 0:  # the whole call is routed to the scan: no per-query bookkeeping
             d, p = flat_knn(self._words, nw, self._nbits, n, q, k, self._threads)
             self.last_stats = self._stats(nq, n)
         else:
@@ -230,7 +231,6 @@ class MIHIndex(BaseIndex):
             p = np.empty((nq, k), dtype=np.int64)
             lookups, cands, radius = (np.zeros(nq, np.int64) for _ in range(3))
             fell = np.ones(nq, dtype=np.bool_)  # queries routed straight to the scan count as fallen back
-            nmih = self._route(nq)
             args, budget = self._args(t), self._budget()
 
             def run_mih(qa, qb):
