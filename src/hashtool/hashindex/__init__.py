@@ -58,6 +58,10 @@ def warmup(nbits: int = 64) -> dict:
     import numpy as np
 
     timings = {}
+    t0 = time.perf_counter()
+    from hashtool.hashindex import _flat_kernels, _mih_kernels  # noqa: F401  loaded: searches use them from now on
+
+    timings["import"] = time.perf_counter() - t0
     rng = np.random.default_rng(0)
     codes = rng.integers(0, 256, size=(9000, nbits // 8), dtype=np.uint8)  # > 2 chunks of 4096 rows
     t0 = time.perf_counter()
@@ -77,5 +81,5 @@ def warmup(nbits: int = 64) -> dict:
     sparse.add(codes[:300])
     sparse.search(codes[:2], 1)
     timings["mih"] = time.perf_counter() - t0
-    timings["total"] = timings["flat"] + timings["mih"]
+    timings["total"] = timings["import"] + timings["flat"] + timings["mih"]
     return timings

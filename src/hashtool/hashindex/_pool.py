@@ -40,3 +40,16 @@ def split(n: int, parts: int) -> list[tuple[int, int]]:
     """``parts`` contiguous, nearly equal, non-empty ranges covering 0..n-1 (fewer when n is small)."""
     parts = max(1, min(parts, n))
     return [(n * i // parts, n * (i + 1) // parts) for i in range(parts)]
+
+
+class LazyModule:
+    """A module imported on first attribute access: the kernels (and numba) load only when a search
+    needs them (see :mod:`hashtool.hashindex._numpy_scan`)."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr):
+        import importlib
+
+        return getattr(importlib.import_module(self._name), attr)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from hashtool.hashindex import _flat_kernels as K
-from hashtool.hashindex import _pool
+from hashtool.hashindex import _numpy_scan, _pool
+
+K = _pool.LazyModule("hashtool.hashindex._flat_kernels")
 from hashtool.hashindex._base import BaseIndex
 
 # Split the database (not the queries) across threads when there are fewer than this many query tiles per
@@ -30,6 +31,8 @@ def flat_knn(words, nw, nbits, n, q, k, threads):
     out_p = np.full((nq, k), -1, dtype=np.int64)
     if nq == 0 or n == 0:
         return out_d, out_p
+    if _numpy_scan.preferred(nq, n, nw):
+        return _numpy_scan.knn(words, nw, nbits, n, q, k)
     out_n = np.zeros(nq, dtype=np.int64)
     if _by_queries(nq, n, threads):
         tasks = [(words, nw, nbits, q, qa, qb, 0, n, k, out_d, out_p, out_n) for qa, qb in _pool.split(nq, threads)]
@@ -52,6 +55,8 @@ def flat_range(words, nw, nbits, n, q, max_distance, threads):
     if nq == 0 or n == 0:
         return np.zeros(nq + 1, dtype=np.int64), np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int64)
     max_distance = min(max_distance, nbits)
+    if _numpy_scan.preferred(nq, n, nw):
+        return _numpy_scan.range_search(words, nw, n, q, max_distance)
     lims = np.zeros(nq + 1, dtype=np.int64)
     if _by_queries(nq, n, threads):
         parts = _pool.split(nq, threads)

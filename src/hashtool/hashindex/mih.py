@@ -35,10 +35,11 @@ import math
 import numpy as np
 
 from hashtool.errors import ArgumentError, IndexFormatError
-from hashtool.hashindex import _mih_kernels as MK
-from hashtool.hashindex import _pool
+from hashtool.hashindex import _numpy_scan, _pool
 from hashtool.hashindex._base import BaseIndex, _as_int
 from hashtool.hashindex.flat import flat_knn, flat_range
+
+MK = _pool.LazyModule("hashtool.hashindex._mih_kernels")
 
 MIN_WIDTH = 8
 MAX_WIDTH = 32
@@ -221,7 +222,8 @@ class MIHIndex(BaseIndex):
         k = self._check_k(k)
         q = self._prepare_codes(queries, "queries")
         nq, n, nw = q.shape[0] // self._nw, len(self), self._nw
-        nmih = 0 if n == 0 or nq == 0 or self._scan_everything() else self._route(nq)
+        small = _numpy_scan.preferred(nq, n, nw)
+        nmih = 0 if n == 0 or nq == 0 or self._scan_everything() or small else self._route(nq)
         if nmih == 0:  # the whole call is routed to the scan: no per-query bookkeeping
             d, p = flat_knn(self._words, nw, self._nbits, n, q, k, self._threads)
             self.last_stats = self._stats(nq, n)
@@ -275,7 +277,7 @@ class MIHIndex(BaseIndex):
         q = self._prepare_codes(queries, "queries")
         nq, n, nw = q.shape[0] // self._nw, len(self), self._nw
         r = min(r, self._nbits)
-        scan = n == 0 or nq == 0 or self._scan_everything()
+        scan = n == 0 or nq == 0 or self._scan_everything() or _numpy_scan.preferred(nq, n, nw)
         if not scan and self._fallback:
             widths = self._tables["sub_width"] if self._tables is not None else substring_layout(self._nbits, self.m)[1]
             scan = self._range_lookups(widths, r) * MK.LOOKUP_COST > self._budget()
