@@ -29,17 +29,17 @@ def export_tiny(path: Path, bits: int, seed: int) -> Path:
 
     torch.manual_seed(seed)
     name = "_cli-tiny"
-    registered = name in MODELS
-    if not registered:
-        MODELS[name] = (TinyConfig, TinyConvHash)
-    TinyConvHash.model_name = name
+
+    class CliTiny(TinyConvHash):  # a subclass, so the shared test model class is left as it is
+        model_name = name
+
+    MODELS[name] = (TinyConfig, CliTiny)
     try:
-        model = TinyConvHash(TinyConfig(bits=bits)).eval()
+        model = CliTiny(TinyConfig(bits=bits)).eval()
         save_checkpoint(path.with_suffix(".pt"), model, preprocess_for(model.config), meta={"dataset": "none"})
         export_model(path.with_suffix(".pt"), path, parity_images=16)
     finally:
-        if not registered:
-            MODELS.pop(name, None)
+        MODELS.pop(name, None)
     return path
 
 
