@@ -167,6 +167,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1, help="--threads of each deep training")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out"))
     ap.add_argument("--reuse", action="store_true", help="keep results already in quality.json for the same cells")
+    ap.add_argument("--merge", nargs="*", default=[], help="other quality.json files whose results to add first")
     args = ap.parse_args(argv)
     datasets = args.datasets.split(",")
     methods = args.methods.split(",")
@@ -174,10 +175,17 @@ def main(argv=None):
     outdir = Path(args.out)
     outdir.mkdir(parents=True, exist_ok=True)
     jpath = outdir / "quality.json"
-    old = json.loads(jpath.read_text())["results"] if args.reuse and jpath.exists() else []
+    previous = json.loads(jpath.read_text()) if args.reuse and jpath.exists() else {"results": []}
+    old = previous["results"]
+    for extra in args.merge:
+        other = json.loads(Path(extra).read_text())
+        old = old + other["results"]
+        previous.setdefault("merged", []).append({"file": extra, "machine": other.get("machine")})
     have = {(r["dataset"], r["method"], r["bits"]) for r in old}
     state = {"started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "load_start": os.getloadavg(),
              "cpus": os.cpu_count(), "python": platform.python_version(), "jobs": args.jobs, "threads": args.threads}
+    if old:
+        state["reused_from"] = {"machine": previous.get("machine"), "merged": previous.get("merged", [])}
     results = list(old)
     deep = []
     for ds in datasets:
