@@ -101,7 +101,7 @@ def run_one(method: str, bits: int, fraction: float, out_dir: Path, ckpt_dir: Pa
         "protocol": splits.protocol(),
         "metrics": metrics,
         "command": f"hashtool train --method {method} --bits {bits} --data fashion-mnist"
-        + (f" --labeled-fraction {fraction:g}" if fraction < 1 else ""),
+        + (f" --labeled-fraction {fraction:g}" if fraction < 1 else "") + (f" --threads {threads}" if threads else ""),
         "machine": f"{platform.machine()}, {platform.python_version()}, torch {torch.__version__}",
         "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }

@@ -29,13 +29,20 @@ Choices the paper leaves open (or that were scaled down for a shared 2-core CPU)
 * Semi-supervised (``--labeled-fraction F`` < 1), in the spirit of the paper's use of the current codewords
   as targets for unlabeled images: the pseudo-label of an unlabeled image is its nearest current codeword,
   computed from the un-augmented image without gradient; it is used only when the softmax over the
-  similarities gives it probability >= ``threshold`` (0.95), and then the cross-entropy toward that
+  similarities gives it probability >= ``threshold`` (0.8), and then the cross-entropy toward that
   codeword is applied to a strongly augmented view (the engine's shift and flip plus a random 8x8 cut-out),
   as in FixMatch (Sohn et al. 2020); its weight ramps linearly from 0 to ``unlabeled`` (1.0) over the first
   ``ramp`` (20%) of training, while the network and codewords are still random. Because a batch of 128
   holds only about one labeled image at 1% labels, every step also draws ``labeled_batch`` (32) extra
   labeled images (seeded by the torch RNG, shifted by up to 2 pixels with edge replication and flipped) from
   the training split; with all labels present nothing extra is drawn.
+
+  Why 0.8 and not FixMatch's 0.95: the similarities are bounded (|s_c| <= scale), so the softmax is never
+  as peaked as an unbounded classifier's. Measured on the 5,000 validation images of Fashion-MNIST (seed 0)
+  with the 32-bit model after 2 of 4 epochs at 10% labels: no image reached 0.95 (99th percentile of the
+  confidence 0.934), so with 0.95 the unlabeled term never fired (``u_kept`` 0 in the whole run); 0.8 kept
+  52% of the images with 97.6% correct pseudo-labels (the fully supervised 32-bit model: 70% kept, 98.4%
+  correct).
 * Schedule: Adam, lr 2e-3 with a cosine decay to 2e-5 over 4 epochs, batch 128, the last epoch kept
   (validation mAP is logged but not used for selection: in the semi-supervised setting the validation
   split's labels would be a second, larger labeled set).
@@ -214,7 +221,7 @@ register_method(
             "scale": 10.0,
             "quant": 0.1,
             "unlabeled": 1.0,
-            "threshold": 0.95,
+            "threshold": 0.8,
             "ramp": 0.2,
             "cutout": 8,
             "labeled_batch": 32,
