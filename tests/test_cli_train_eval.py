@@ -47,7 +47,7 @@ def test_train_and_eval_deep(idx_folder, tmp_path):
     pytest.importorskip("torch")
     out = tmp_path / "ae.pt"
     args = ["train", "-m", "ae-tanh", "-b", "8", "-d", str(idx_folder), "-o", str(out), "--epochs", "2",
-            "--hp", "hidden=16", "--batch-size", "32", "--threads", "1", "--json", "-q"]
+            "--hp", "hidden=16", "--batch-size", "32", "--epoch-images", "96", "--threads", "1", "--json", "-q"]
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0, r.output
     res = json.loads(r.output)

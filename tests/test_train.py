@@ -36,6 +36,7 @@ def tiny_splits(seed=0):
 def cfg(method, **kw):
     kw.setdefault("hparams", dict(TINY_HP))
     kw.setdefault("batch_size", 32)
+    kw.setdefault("epoch_images", 96)  # one pass over the tiny training split, not the methods' 10,000
     return TrainConfig(method=method, bits=8, quiet=True, threads=1, **kw)
 
 
@@ -73,7 +74,7 @@ def test_scae_layerwise_phases_train_only_their_layer(tmp_path):
     method = get_method("scae")
     init = MODELS["scae"][1](method.make_config(8, 1, 12, 12, {**method.hparams, **TINY_HP}))
     # Run only the first phase (layer1): enc2/enc3 must keep their initial weights.
-    c = cfg("scae", hparams={**TINY_HP, "layer_epochs": 1, "epochs": 1})
+    c = cfg("scae", hparams={**TINY_HP, "layer_epochs": 1, "epochs": 1, "rotate": False})
     orig = method.phases
     method.phases = lambda hp: orig(hp)[:1]
     try:
