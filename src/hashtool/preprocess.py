@@ -68,14 +68,19 @@ class Preprocess:
         std = np.asarray(self.std, dtype=np.float64)
         return (1.0 / (255.0 * std)).astype(np.float32), (-mean / std).astype(np.float32)
 
-    def normalize(self, images: np.ndarray) -> np.ndarray:
-        """uint8 NHWC (n, h, w, c) -> float32 NCHW, normalised. The numpy reference of the affine map."""
+    def check_images(self, images) -> np.ndarray:
+        """Return ``images`` as a uint8 NHWC array at this input size, or raise ArgumentError."""
         images = np.asarray(images)
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != self.shape_hwc:
             raise ArgumentError(
                 f"expected uint8 images of shape (n, {self.height}, {self.width}, {self.channels}), "
                 f"got {images.dtype} {images.shape}"
             )
+        return images
+
+    def normalize(self, images: np.ndarray) -> np.ndarray:
+        """uint8 NHWC (n, h, w, c) -> float32 NCHW, normalised. The numpy reference of the affine map."""
+        images = self.check_images(images)
         scale, shift = self.affine()
         out = images.astype(np.float32) * scale + shift
         return np.ascontiguousarray(out.transpose(0, 3, 1, 2))

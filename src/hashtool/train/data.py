@@ -28,12 +28,7 @@ from hashtool.train.methods import Batch
 
 def to_tensor(images: np.ndarray, preprocess: Preprocess, device="cpu") -> torch.Tensor:
     """uint8 NHWC numpy -> normalised float32 NCHW tensor (the torch twin of Preprocess.normalize)."""
-    images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != preprocess.shape_hwc:
-        raise ArgumentError(
-            f"expected uint8 images of shape (n, {preprocess.height}, {preprocess.width}, {preprocess.channels}), "
-            f"got {images.dtype} {images.shape}"
-        )
+    images = preprocess.check_images(images)
     scale, shift = preprocess.affine()
     x = torch.from_numpy(np.ascontiguousarray(images)).to(device)
     x = x.permute(0, 3, 1, 2).float()
