@@ -113,7 +113,14 @@ def test_mih_parameters():
 
 def test_warmup_reports_its_time():
     t = warmup()
-    assert set(t) == {"flat", "mih", "total"} and t["total"] >= 0
+    assert set(t) == {"import", "flat", "mih", "total"} and t["total"] >= 0
+    assert t["total"] == t["import"] + t["flat"] + t["mih"]
+    import sys
+
+    from hashtool.hashindex import _numpy_scan
+
+    # after warmup the kernels are loaded, so searches no longer take the numpy path
+    assert all(m in sys.modules for m in _numpy_scan.KERNEL_MODULES) and not _numpy_scan.preferred(1, 10, 1)
 
 
 def test_runtime_path_is_torch_free():
