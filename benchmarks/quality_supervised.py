@@ -96,6 +96,7 @@ def run_one(method: str, bits: int, fraction: float, out_dir: Path, ckpt_dir: Pa
         "train_wall_seconds": wall_train,
         "encode_seconds_61k": encode_s,
         "epochs": meta["epochs_done"],
+        "hparams": meta["train_config"]["hparams"],
         "threads": meta["train_config"]["threads"],
         "history": meta["history"],
         "protocol": splits.protocol(),
@@ -110,6 +111,12 @@ def run_one(method: str, bits: int, fraction: float, out_dir: Path, ckpt_dir: Pa
     return result
 
 
+def _note(r: dict) -> str:
+    """The pseudo-label threshold of semi-supervised rows (it changed during this benchmark)."""
+    hp = r.get("hparams") or {}
+    return f" (threshold {hp['threshold']:g})" if r["labeled_fraction"] < 1 and "threshold" in hp else ""
+
+
 def report(out_dir: Path) -> str:
     rows = []
     for f in sorted(out_dir.glob("*.json")):
@@ -122,7 +129,7 @@ def report(out_dir: Path) -> str:
     ]
     for r in rows:
         lines.append(
-            f"| {r['method']} | {r['bits']} | {100 * r['labeled_fraction']:g}% | {r['map']:.4f} | {r['map@1000']:.4f} | "
+            f"| {r['method']} | {r['bits']} | {100 * r['labeled_fraction']:g}%{_note(r)} | {r['map']:.4f} | {r['map@1000']:.4f} | "
             f"{r['precision_r2']:.4f} | {r['acc']:.4f} | {r['acc_test']:.4f} | {r['train_seconds'] / 60:.1f} min | "
             f"{r['epochs']} | {r['threads']} |"
         )
