@@ -2,7 +2,6 @@
 process, and the whole index/query path with torch made unimportable."""
 
 import json
-import os
 import shutil
 import subprocess
 import sys

@@ -7,7 +7,7 @@ torch = pytest.importorskip("torch")
 
 from hashtool.datasets import Dataset, make_splits  # noqa: E402
 from hashtool.errors import ArgumentError, ModelError  # noqa: E402
-from hashtool.train.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint  # noqa: E402
+from hashtool.train.checkpoint import load_checkpoint, read_checkpoint  # noqa: E402
 from hashtool.train.data import encode_packed, parse_augment, augment_batch, to_tensor  # noqa: E402
 from hashtool.train.engine import TrainConfig, labeled_mask, scaled_phases, train  # noqa: E402
 from hashtool.train.methods import METHODS, get_method  # noqa: E402

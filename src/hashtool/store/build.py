@@ -115,7 +115,6 @@ def build(
     old_files: dict[str, tuple[int, int, int, str]] = {}
     old_failures: set[str] = set()
     next_id = 0
-    old_index = None
     if live is not None:
         with live.catalog() as cat:
             meta = cat.get_meta()
@@ -219,7 +218,6 @@ def build(
         return report
 
     # write the new generation
-    all_codes, all_ids = None, None
     if live is not None:
         old_index = load_index(live.codes_path, mmap=False)
         gone = np.array(drop_ids + deleted, dtype=np.int64)
