@@ -8,6 +8,7 @@ leaves the previous file, if any, untouched, and removes the temporary file.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from contextlib import contextmanager
@@ -49,3 +50,12 @@ def atomic_write(path, mode: str = "wb", encoding: str | None = None):
             os.unlink(tmp)
         raise
     fsync_dir(path.parent)
+
+
+def sha256_file(path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -31,7 +31,7 @@ def query(images, k, max_distance, model, index_path, html_path, threads, as_jso
     from hashtool.errors import HashtoolError, ImageError
     from hashtool.hashindex import load_index
     from hashtool.store import resolve_index_path
-    from hashtool.store.build import sha256_file
+    from hashtool.fileio import sha256_file
     from hashtool.store.store import IndexStore
 
     if k == 0 and max_distance is None:

@@ -21,7 +21,6 @@ onnxruntime both release the GIL, so decoding and inference overlap.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections import deque
@@ -34,6 +33,7 @@ import numpy as np
 
 from hashtool.codes import BIT_ORDER, check_nbits
 from hashtool.errors import ArgumentError, ImageError, ModelError
+from hashtool.fileio import sha256_file
 from hashtool.preprocess import Preprocess
 from hashtool.threads import resolve_threads
 
@@ -89,7 +89,7 @@ class Encoder:
         if not self._path.is_file():
             raise ModelError(f"{self._path}: no such encoder file; export one with `hashtool export MODEL.pt ENCODER.onnx`")
         self._threads = resolve_threads(threads)
-        self._sha256 = _sha256(self._path)
+        self._sha256 = sha256_file(self._path)
         so = ort.SessionOptions()
         so.intra_op_num_threads = self._threads
         so.inter_op_num_threads = 1
@@ -330,14 +330,6 @@ class Encoder:
         out_shape = list(outputs[0].shape)
         if len(out_shape) != 2 or (isinstance(out_shape[1], int) and out_shape[1] != width):
             raise ModelError(f"{p}: graph output shape {out_shape} disagrees with {self._nbits} bits, output {self._output!r}")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _strip_path(message: str, path: str) -> str:

@@ -47,6 +47,7 @@ from hashtool.encode.encoder import (
     OUTPUT_KINDS,
     OUTPUT_NAMES,
 )
+from hashtool.fileio import sha256_file
 from hashtool.errors import ArgumentError, ModelError
 from hashtool.preprocess import Preprocess
 from hashtool.train.models import HashModel, binarize
@@ -324,14 +325,6 @@ def check_parity(graph: EncoderGraph, onnx_model, images: np.ndarray, *, source:
         epsilon=float(epsilon), threshold=threshold, max_abs_real_diff=max_real if real_out else None,
         seconds=time.perf_counter() - t0,
     )
-
-
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def fashion_mnist_images(n: int, path=FASHION_MNIST_TEST) -> np.ndarray | None:

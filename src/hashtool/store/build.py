@@ -16,7 +16,6 @@ first such file aborts the build and the live index stays as it was. Ids are nev
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Callable
 import numpy as np
 
 from hashtool.errors import ArgumentError, ImageError
+from hashtool.fileio import sha256_file
 from hashtool.store.store import Catalog, Generation, IndexStore
 from hashtool.store.walk import walk_images
 
@@ -32,14 +32,6 @@ from hashtool.store.walk import walk_images
 EncodeFiles = Callable[[list[str], Callable[[int], None]], tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]]
 
 MIH_THRESHOLD = 200_000  # "auto" structure: multi-index hashing from this many codes up
-
-
-def sha256_file(path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass
