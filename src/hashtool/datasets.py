@@ -283,18 +283,17 @@ def load_cifar10(folder) -> Dataset:
 
 
 def load_image_folder(folder, height: int = 32, width: int = 32, color: str = "RGB", resize: str = "stretch") -> Dataset:
-    """Images below ``folder``, decoded by the runtime loader (:func:`hashtool.encode.load_image`) at the
+    """Images below ``folder``, decoded by the runtime loader (:func:`hashtool.files.load_image`) at the
     given size, so training sees exactly what the deployed encoder sees.
 
     Labels come from the first-level sub-folder names (sorted; ``classes`` lists them) when every image
     lies in a sub-folder; images directly in ``folder`` make the dataset unlabeled. Walking follows the
-    index's rules (:func:`hashtool.store.walk.walk_images`: hidden files skipped, symlinks not followed).
+    index's rules (:func:`hashtool.files.walk_images`: hidden files skipped, symlinks not followed).
     An unreadable image is an error naming the file: a training set is not silently thinned.
     """
-    from hashtool.encode import SUPPORTED_EXTENSIONS, load_image
     from hashtool.errors import ImageError
+    from hashtool.files import SUPPORTED_EXTENSIONS, load_image, walk_images
     from hashtool.preprocess import Preprocess
-    from hashtool.store.walk import walk_images
 
     folder = Path(folder)
     pre = Preprocess(height=height, width=width, color=color, resize=resize,

@@ -3,7 +3,7 @@ import os
 import pytest
 
 from hashtool.errors import ArgumentError
-from hashtool.store.walk import INDEX_MARKER, walk_images
+from hashtool.files.walk import INDEX_MARKER, walk_images
 
 EXTS = (".png", ".jpg")
 
