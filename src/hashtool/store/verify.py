@@ -46,6 +46,7 @@ class VerifyResult:
 
 
 def verify_index(store: IndexStore, check_files: bool = False, progress: Callable[[str], None] | None = None) -> VerifyResult:
+    store.check()  # not an index at all: an error for the caller, not a finding
     result = VerifyResult(index=str(store.path))
     try:
         with store.reading() as gen:
