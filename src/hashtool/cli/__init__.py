@@ -76,11 +76,16 @@ def user_message(exc: BaseException) -> str | None:
     if isinstance(exc, OSError):
         name = exc.filename if exc.filename is not None else ""
         reason = exc.strerror or str(exc)
-        hint = _OS_HINTS.get(type(exc).__name__, "")
+        hint = _ERRNO_HINTS.get(exc.errno, "") or _OS_HINTS.get(type(exc).__name__, "")
         return f"{name}: {reason}{hint}" if name else f"{reason}{hint}"
     return None
 
 
+_ERRNO_HINTS = {
+    28: " (the disk is full: free some space and run again; files already stored are unchanged)",  # ENOSPC
+    122: " (disk quota exceeded: free some space and run again; files already stored are unchanged)",  # EDQUOT
+    30: " (the file system is read-only)",  # EROFS
+}
 _OS_HINTS = {
     "FileNotFoundError": " (check the path)",
     "PermissionError": " (check the file's permissions)",
