@@ -217,13 +217,21 @@ def check_usable(idx: Path, folder: Path) -> list[str]:
     return problems
 
 
-def kill_builds(n: int, seed: int, work: Path) -> dict:
+def first_build(work: Path, name: str, seed: int):
+    """(rng, folder, index) after a first, complete build of a new seeded folder."""
     from hashtool.cli.index import run_build
 
     rng = np.random.default_rng(seed)
-    folder = Folder(work / "kill-images", rng)
-    idx = work / "kill-index"
+    folder = Folder(work / f"{name}-images", rng)
+    idx = work / f"{name}-index"
     run_build(str(folder.root), None, str(idx), quiet=True, threads=1)
+    return rng, folder, idx
+
+
+def kill_builds(n: int, seed: int, work: Path) -> dict:
+    from hashtool.cli.index import run_build
+
+    rng, folder, idx = first_build(work, "kill", seed + 0)
     prev = index_state(idx)
     events = int(subprocess.run([sys.executable, "-c", KILL_CHILD, "0", str(folder.root), str(idx)], env=child_env(),
                                 capture_output=True, text=True, check=True).stdout.split()[-1]) or 10
@@ -263,10 +271,7 @@ def kill_builds(n: int, seed: int, work: Path) -> dict:
 def disk_full_builds(n: int, seed: int, work: Path) -> dict:
     from hashtool.cli.index import run_build
 
-    rng = np.random.default_rng(seed + 1)
-    folder = Folder(work / "full-images", rng)
-    idx = work / "full-index"
-    run_build(str(folder.root), None, str(idx), quiet=True, threads=1)
+    rng, folder, idx = first_build(work, "full", seed + 1)
     # the bytes a build writes through Python (codes, log, CURRENT); sqlite writes the catalog in C
     size = sum(p.stat().st_size for p in idx.rglob("*") if p.name in ("codes.hidx", "build.log", "CURRENT"))
     out = {"builds": n, "refused_cleanly": 0, "finished": 0, "bad": [], "messages": []}
@@ -294,10 +299,7 @@ def disk_full_builds(n: int, seed: int, work: Path) -> dict:
 def rebuilds_under_queries(n: int, seed: int, work: Path) -> dict:
     from hashtool.cli.index import run_build
 
-    rng = np.random.default_rng(seed + 2)
-    folder = Folder(work / "q-images", rng)
-    idx = work / "q-index"
-    run_build(str(folder.root), None, str(idx), quiet=True, threads=1)
+    rng, folder, idx = first_build(work, "q", seed + 2)
     query_img = work / "query.png"
     shutil.copy(sorted(folder.root.rglob("*.png"))[0], query_img)
     stop = work / "stop-queries"
@@ -317,12 +319,7 @@ def rebuilds_under_queries(n: int, seed: int, work: Path) -> dict:
 
 
 def two_builders(work: Path, seed: int) -> dict:
-    from hashtool.cli.index import run_build
-
-    rng = np.random.default_rng(seed + 3)
-    folder = Folder(work / "two-images", rng)
-    idx = work / "two-index"
-    run_build(str(folder.root), None, str(idx), quiet=True, threads=1)
+    rng, folder, idx = first_build(work, "two", seed + 3)
     out = {}
     for mode in ("wait", "no-wait"):
         folder.change()
