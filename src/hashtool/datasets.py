@@ -436,6 +436,26 @@ def make_splits(dataset: Dataset, n_query: int | None = None, n_val: int | None 
     return Splits(dataset=dataset, query=query, database=database, train=train, val=val, seed=seed)
 
 
+def splits_for_model(dataset: Dataset, stored: dict | None, n_query: int | None = None, seed: int | None = None,
+                     warn=None) -> Splits:
+    """The splits a trained model is evaluated on: the protocol stored in the model (seed, number of
+    queries, validation size) when it was trained on this dataset; explicit ``n_query``/``seed`` override it.
+
+    For a dataset without a test part, queries are drawn from all images, so any protocol other than the
+    training one can put training images among the queries: ``warn(message)`` is told when that happens.
+    """
+    stored = stored or {}
+    same = stored.get("dataset") == dataset.name
+    s_seed, s_q, s_val = (stored.get("seed", 0), stored.get("queries"), stored.get("validation")) if same else (0, None, None)
+    seed = s_seed if seed is None else seed
+    nq = s_q if n_query is None else n_query
+    splits = make_splits(dataset, n_query=nq, n_val=s_val, seed=seed)
+    if warn is not None and not dataset.has_test and same and (seed != s_seed or nq != s_q):
+        warn(f"{dataset.name} has no test part and this protocol (seed {seed}, {nq} queries) is not the one the model "
+             f"was trained with (seed {s_seed}, {s_q} queries): some queries may be training images")
+    return splits
+
+
 def flatten_features(images: np.ndarray) -> np.ndarray:
     """Raw-pixel features for the shallow baselines: float32 (n, h*w*c), pixels scaled to [0, 1]."""
     images = np.asarray(images)

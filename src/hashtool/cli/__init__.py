@@ -93,12 +93,6 @@ _OS_HINTS = {
 }
 
 
-def run_library(fn, *args, **kwargs):
-    """Call a library function. Kept for the commands that use it: errors are turned into messages by
-    :meth:`LazyGroup.invoke`, so this is a plain call."""
-    return fn(*args, **kwargs)
-
-
 @click.group(
     cls=LazyGroup,
     lazy=COMMANDS,

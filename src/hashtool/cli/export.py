@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from hashtool.cli import run_library
+from hashtool.cli._common import emit_json, json_option, quiet_option
 
 
 @click.command("export")
@@ -35,8 +35,8 @@ from hashtool.cli import run_library
 @click.option("--exporter", type=click.Choice(["dynamo", "torchscript"]), default="dynamo", show_default=True,
               help="torch.onnx exporter; 'torchscript' is the legacy one, for models torch.export cannot trace.")
 @click.option("--no-strict", is_flag=True, help="Write the encoder even if bits differ beyond epsilon.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
+@json_option
+@quiet_option
 def export_cmd(model, encoder, output, parity_images, parity_dir, epsilon, exporter, no_strict, as_json, quiet):
     """Export the encoder of MODEL.pt (a hashtool checkpoint) to ENCODER.onnx.
 
@@ -45,8 +45,7 @@ def export_cmd(model, encoder, output, parity_images, parity_dir, epsilon, expor
     checks itself: onnxruntime and PyTorch must give the same bits on a batch of images, except bits
     within EPSILON of the threshold; the counts are printed.
     """
-    import json
-
+    _refuse_baseline(model)
     if not quiet:
         click.echo(f"exporting {model} -> {encoder} (output={output}, exporter={exporter})", err=True)
     try:
@@ -56,8 +55,7 @@ def export_cmd(model, encoder, output, parity_images, parity_dir, epsilon, expor
             f"hashtool export needs PyTorch and onnx ({exc}); install them with: pip install 'hashtool[train]'"
         ) from exc
 
-    result = run_library(
-        export_model,
+    result = export_model(
         model,
         encoder,
         output,
@@ -68,7 +66,7 @@ def export_cmd(model, encoder, output, parity_images, parity_dir, epsilon, expor
         strict=not no_strict,
     )
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2, sort_keys=True))
+        emit_json(result.to_dict())
         return
     md = result.metadata
     click.echo(f"wrote {result.path} ({result.bytes:,} bytes, sha256 {result.sha256[:16]}...) in {result.seconds:.1f} s")
@@ -83,3 +81,17 @@ def export_cmd(model, encoder, output, parity_images, parity_dir, epsilon, expor
         click.echo(result.parity.summary())
         if not result.parity.ok:
             click.echo("WARNING: bits differ beyond epsilon (written because of --no-strict)", err=True)
+
+
+def _refuse_baseline(model) -> None:
+    """Baseline models (.npz) work on raw pixels and have no ONNX encoder yet: say so before anything runs."""
+    from pathlib import Path
+
+    from hashtool.baselines import is_baseline_file
+
+    if Path(model).is_file() and is_baseline_file(model):
+        raise click.ClickException(
+            f"{model}: a shallow baseline model (lsh, pcah or itq, .npz) cannot be exported to ONNX; it is used "
+            f"directly by `hashtool eval {model} --data ...`. For an encoder to index images with, train a deep "
+            "method (`hashtool train --method ...` with hashtool[train]) and export its .pt checkpoint"
+        )
