@@ -67,12 +67,27 @@ def test_unlabeled_baseline_is_refused_before_fitting(tmp_path, monkeypatch):
     assert not (tmp_path / "m.npz").exists()
 
 
-def test_baseline_export_is_refused_with_a_clear_message(labeled_folder, tmp_path):
-    out = tmp_path / "pcah.npz"
-    run("train", "-m", "pcah", "-b", "8", "-d", labeled_folder, "-o", out, "--image-size", "12", "--color", "L", "-q")
-    r = run("export", out, tmp_path / "enc.onnx", ok=False)
-    assert r.exit_code == 1 and "cannot be exported" in r.output and "hashtool eval" in r.output
-    assert "Traceback" not in r.output and not (tmp_path / "enc.onnx").exists()
+@pytest.mark.parametrize("method", ["itq", "pcah", "lsh"])
+def test_baseline_exports_to_an_encoder_with_the_same_codes(labeled_folder, tmp_path, method):
+    pytest.importorskip("onnx")
+    out, enc_path = tmp_path / f"{method}.npz", tmp_path / f"{method}.onnx"
+    run("train", "-m", method, "-b", "16", "-d", labeled_folder, "-o", out, "--image-size", "12", "--color", "L", "-q")
+    res = json_lines(run("export", out, enc_path, "--json", "-q").stdout)[0]
+    assert res["parity"]["ok"] and res["metadata"]["method"] == method
+    from hashtool.baselines import load_baseline
+    from hashtool.datasets import flatten_features
+    from hashtool.encode import Encoder
+    from hashtool.files import find_images, load_image
+
+    enc, base = Encoder(enc_path, threads=1), load_baseline(out)
+    paths = find_images(labeled_folder)[:50]
+    images = np.stack([load_image(p, enc.preprocess) for p in paths])
+    np.testing.assert_array_equal(enc.encode(images), base.transform(flatten_features(images)))
+    # and it indexes a folder like any encoder
+    idx = tmp_path / "idx"
+    run("index", "build", labeled_folder, "--model", enc_path, "--index", idx, "-q")
+    top = json_lines(run("query", paths[0], "--index", idx, "-k", 1, "--json").stdout)[0]
+    assert top["distance"] == 0
 
 
 @pytest.mark.parametrize("cmd", [["index", "build", "{f}"], ["query", "{f}/c0/0.png"], ["eval", "x.npz", "-d", "{f}"],

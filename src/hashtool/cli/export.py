@@ -38,33 +38,45 @@ from hashtool.cli._common import emit_json, json_option, quiet_option
 @json_option
 @quiet_option
 def export_cmd(model, encoder, output, parity_images, parity_dir, epsilon, exporter, no_strict, as_json, quiet):
-    """Export the encoder of MODEL.pt (a hashtool checkpoint) to ENCODER.onnx.
+    """Export the encoder of MODEL (a hashtool checkpoint .pt, or a baseline .npz) to ENCODER.onnx.
+
+    A baseline (lsh, pcah, itq) becomes a graph of its own projection on raw pixels at the size it was
+    fitted on (output "real", sign rule); its parity check compares with the baseline's own codes.
 
     The graph takes uint8 images (batch, height, width, channels), normalises them, runs the encoder up
     to the hash layer, binarises by the method's rule and packs the bits in hashtool's order. The export
     checks itself: onnxruntime and PyTorch must give the same bits on a batch of images, except bits
     within EPSILON of the threshold; the counts are printed.
     """
-    _refuse_baseline(model)
+    from pathlib import Path
+
+    from hashtool.baselines import is_baseline_file
+
+    baseline = Path(model).is_file() and is_baseline_file(model)
     if not quiet:
-        click.echo(f"exporting {model} -> {encoder} (output={output}, exporter={exporter})", err=True)
+        what = "baseline projection, output=real" if baseline else f"output={output}, exporter={exporter}"
+        click.echo(f"exporting {model} -> {encoder} ({what})", err=True)
     try:
         from hashtool.export import export_model
+        from hashtool.export.baseline_onnx import export_baseline
     except ImportError as exc:
         raise click.ClickException(
             f"hashtool export needs PyTorch and onnx ({exc}); install them with: pip install 'hashtool[train]'"
         ) from exc
 
-    result = export_model(
-        model,
-        encoder,
-        output,
-        parity_images=parity_images,
-        parity_dir=parity_dir,
-        epsilon=epsilon,
-        exporter=exporter,
-        strict=not no_strict,
-    )
+    if baseline:
+        result = export_baseline(model, encoder, parity_images=parity_images, epsilon=epsilon, strict=not no_strict)
+    else:
+        result = export_model(
+            model,
+            encoder,
+            output,
+            parity_images=parity_images,
+            parity_dir=parity_dir,
+            epsilon=epsilon,
+            exporter=exporter,
+            strict=not no_strict,
+        )
     if as_json:
         emit_json(result.to_dict())
         return
@@ -82,16 +94,3 @@ def export_cmd(model, encoder, output, parity_images, parity_dir, epsilon, expor
         if not result.parity.ok:
             click.echo("WARNING: bits differ beyond epsilon (written because of --no-strict)", err=True)
 
-
-def _refuse_baseline(model) -> None:
-    """Baseline models (.npz) work on raw pixels and have no ONNX encoder yet: say so before anything runs."""
-    from pathlib import Path
-
-    from hashtool.baselines import is_baseline_file
-
-    if Path(model).is_file() and is_baseline_file(model):
-        raise click.ClickException(
-            f"{model}: a shallow baseline model (lsh, pcah or itq, .npz) cannot be exported to ONNX; it is used "
-            f"directly by `hashtool eval {model} --data ...`. For an encoder to index images with, train a deep "
-            "method (`hashtool train --method ...` with hashtool[train]) and export its .pt checkpoint"
-        )
