@@ -6,7 +6,8 @@ Protocol (bundled encoder, a folder of small generated PNGs that changes before 
 * **kill -9**: each of ``--kills`` builds runs in a child process that counts *events* (every
   ``os.fsync``, ``os.replace``, ``os.rename``, ``os.link``, ``shutil.copyfile``, each encoded batch and
   each step hook of :mod:`hashtool.store.store`) and sends itself SIGKILL at event k, k drawn (seeded)
-  uniformly from 1..(events of the previous full build + 2), so some builds also finish. Not sleeps:
+  uniformly from 1..(most events a complete build had, plus an eighth), so some builds also finish; the
+  table counts where the kills landed. Not sleeps:
   the moment is a count. After each: ``index info``, ``query`` and ``index verify`` must work, and the
   index, path by path (code and sha256), must equal either the previous build or the new one (a
   from-scratch build of the same folder).
@@ -42,28 +43,30 @@ HASHTOOL = [sys.executable, "-m", "hashtool"]
 # The child of a killed build: counts events and kills itself at event KILL_AT (0: never); prints the count.
 KILL_CHILD = textwrap.dedent("""
     import os, shutil, signal, sys
-    kill_at = int(sys.argv[1]); folder, index = sys.argv[2], sys.argv[3]
+    kill_at = int(sys.argv[1]); folder, index, trace = sys.argv[2], sys.argv[3], sys.argv[4]
     count = [0]
-    def event(*_):
+    fd = os.open(trace, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND)
+    def event(name):
         count[0] += 1
         if count[0] == kill_at:
+            os.write(fd, (name + "\\n").encode())  # where it died, for the table
             os.kill(os.getpid(), signal.SIGKILL)
     def wrap(mod, name):
         real = getattr(mod, name)
         def f(*a, **k):
-            event()
+            event(name)
             return real(*a, **k)
         setattr(mod, name, f)
     for name in ("fsync", "replace", "rename", "link"):
         wrap(os, name)
     wrap(shutil, "copyfile")
     import hashtool.store.store as st
-    st.FAULT_HOOK = event
+    st.FAULT_HOOK = lambda step: event("step:" + step)
     from hashtool.cli.index import run_build
     from hashtool.cli.progress import Progress
     real_update = Progress.update
     def update(self, *a, **k):
-        event()
+        event("encoded batch")
         return real_update(self, *a, **k)
     Progress.update = update
     run_build(folder, None, index, quiet=True, batch_size=8, threads=1)
@@ -228,22 +231,31 @@ def first_build(work: Path, name: str, seed: int):
     return rng, folder, idx
 
 
+def kill_child(k: int, folder: Path, idx: Path, trace: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", KILL_CHILD, str(k), str(folder), str(idx), str(trace)], env=child_env(),
+                          capture_output=True, text=True)
+
+
 def kill_builds(n: int, seed: int, work: Path) -> dict:
     from hashtool.cli.index import run_build
 
     rng, folder, idx = first_build(work, "kill", seed + 0)
+    trace = work / "kill-trace"
+    folder.change()
+    dry = kill_child(0, folder.root, idx, trace)  # a complete build with changes: how many events one has
+    events = int(dry.stdout.split()[-1])
     prev = index_state(idx)
-    events = int(subprocess.run([sys.executable, "-c", KILL_CHILD, "0", str(folder.root), str(idx)], env=child_env(),
-                                capture_output=True, text=True, check=True).stdout.split()[-1]) or 10
-    out = {"builds": n, "killed": 0, "finished": 0, "equal_previous": 0, "equal_new": 0, "bad": [], "events_max": events}
+    out = {"builds": n, "killed": 0, "finished": 0, "equal_previous": 0, "equal_new": 0, "bad": [], "events_max": events,
+           "killed_at": {}}
     for b in range(n):
         folder.change()
         new = scratch_state(folder.root, work)
-        k = int(rng.integers(1, max(events, 2) + 3))
-        p = subprocess.run([sys.executable, "-c", KILL_CHILD, str(k), str(folder.root), str(idx)], env=child_env(),
-                           capture_output=True, text=True)
+        k = int(rng.integers(1, events + events // 8 + 2))  # about one in ten builds gets to finish
+        p = kill_child(k, folder.root, idx, trace)
         if p.returncode == -9:
             out["killed"] += 1
+            where = trace.read_text().strip() or "?"
+            out["killed_at"][where] = out["killed_at"].get(where, 0) + 1
         elif p.returncode == 0:
             out["finished"] += 1
             events = max(events, int(p.stdout.split()[-1]))
@@ -347,9 +359,10 @@ def markdown(res: dict, meta: dict) -> str:
         "",
         "| fault | runs | outcome |",
         "|---|---|---|",
-        f"| kill -9 at a seeded event (1..{k['events_max'] + 2}) of a real build | {k['builds']} | "
+        f"| kill -9 at a seeded event (of about {k['events_max']} per build) of a real build | {k['builds']} | "
         f"{k['killed']} killed, {k['finished']} finished; index = previous build {k['equal_previous']}, = new build "
         f"{k['equal_new']}; info/query/verify failures and other states: {len(k['bad'])} |",
+        f"| (where the kills landed) | | {', '.join(f'{w}: {c}' for w, c in sorted(k['killed_at'].items()))} |",
         f"| disk full (ENOSPC after a seeded byte count) | {d['builds']} | {d['refused_cleanly']} refused with one "
         f"`Error:` line and the previous index intact, {d['finished']} fitted; other outcomes: {len(d['bad'])} |",
         f"| rebuilds while another process queries in a loop | {q['rebuilds']} | {q['queries_ok']} queries answered, "
