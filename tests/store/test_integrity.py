@@ -353,3 +353,27 @@ def test_copy_of_index_is_independent(tmp_path):
     run("index", "build", folder, "--index", idx, "-q")
     shutil.copytree(idx, tmp_path / "copy")
     assert state(tmp_path / "copy") == state(idx) and len(state(idx)) == 6
+
+
+def test_a_waiting_build_opens_the_index_encoder_safely(tmp_path, monkeypatch):
+    """A build that picks the index's own encoder while another build commits and collects the old
+    generation still opens it (it holds the readers' lock while opening)."""
+    import hashtool.cli.index as cli_index
+
+    folder = make_folder(tmp_path / "imgs")
+    idx = tmp_path / "idx"
+    run("index", "build", folder, "--index", idx, "-q")
+    real_open = cli_index.open_encoder
+    raced = []
+
+    def open_after_a_concurrent_build(path, threads):
+        if not raced:
+            raced.append(path)
+            (folder / "img0.png").unlink()
+            run("index", "build", folder, "--index", idx, "-q")  # commits a new generation, collects the old
+        return real_open(path, threads)
+
+    monkeypatch.setattr(cli_index, "open_encoder", open_after_a_concurrent_build)
+    (folder / "img2.png").unlink()
+    run("index", "build", folder, "--index", idx, "-q")
+    assert raced and not any(p in state(idx) for p in ("img0.png", "img2.png"))

@@ -82,13 +82,15 @@ def run_build(folder, model, index_path, exclude=None, follow_symlinks=None, str
     store = IndexStore(resolve_index_path(index_path))
     bar = Progress("encoding", quiet=quiet)
     try:
-        live = store.current_or_none()  # only to pick the encoder; build() re-reads it under the lock
-        if model is None:
-            model = str(live.encoder_path) if live is not None else str(default_encoder_path())
-            label = _recorded_encoder_path(live, model)
+        if model is not None:
+            label, encoder = str(model), open_encoder(model, threads)
+        elif store.current_or_none() is None:
+            label, encoder = str(default_encoder_path()), open_encoder(default_encoder_path(), threads)
         else:
-            label = str(model)
-        encoder = open_encoder(model, threads)
+            # the index's own encoder, opened (read into memory) under the readers' lock, so a concurrent
+            # build cannot collect its generation meanwhile; build() re-reads the live one under the write lock
+            with store.reading() as live:
+                label, encoder = _recorded_encoder_path(live, live.encoder_path), open_encoder(live.encoder_path, threads)
         info = EncoderInfo(path=label, sha256=encoder.sha256, nbits=encoder.nbits, method=encoder.method)
         return build(
             folder, store, info, encode_files_fn(encoder, batch_size),
@@ -101,8 +103,6 @@ def run_build(folder, model, index_path, exclude=None, follow_symlinks=None, str
 
 def _recorded_encoder_path(live, model) -> str:
     """Keep the encoder path recorded at first build (the file inside the index is only a copy)."""
-    if live is None:
-        return str(model)
     with live.catalog() as cat:
         return str(cat.get_meta().get("encoder_path", model))
 
