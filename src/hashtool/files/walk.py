@@ -118,27 +118,28 @@ def walk_images(root, extensions, exclude=(), follow_symlinks: bool = False, inc
             rel = f"{rel_dir}/{name}" if rel_dir else name
             if exclude and _excluded(rel, name, exclude):
                 continue
+            is_image = os.path.splitext(name)[1].lower() in exts
             try:
                 if entry.is_symlink() and not follow_symlinks:
                     result.ignored += 1
                     continue
-                st = entry.stat(follow_symlinks=follow_symlinks)
+                if entry.is_dir(follow_symlinks=follow_symlinks):  # d_type: no system call
+                    if recursive:
+                        stack.append((rel, Path(entry.path)))
+                    continue
+                regular = entry.is_file(follow_symlinks=follow_symlinks)
+                if regular and not is_image:
+                    result.ignored += 1
+                    continue
+                st = entry.stat(follow_symlinks=follow_symlinks)  # raises for a link that does not resolve
             except OSError as exc:
                 result.errors.append((rel, f"cannot stat: {exc.strerror or exc}"))
                 continue
-            if stat.S_ISDIR(st.st_mode):
-                if recursive:
-                    stack.append((rel, Path(entry.path)))
-                continue
-            is_image = os.path.splitext(name)[1].lower() in exts
-            if not stat.S_ISREG(st.st_mode):
+            if not regular:
                 if is_image:
                     result.errors.append((rel, f"not a regular file ({_kind(st.st_mode)}); not read"))
                 else:
                     result.ignored += 1
-                continue
-            if not is_image:
-                result.ignored += 1
                 continue
             result.files.append(FileEntry(rel, st.st_size, st.st_mtime_ns))
     result.files.sort(key=lambda f: f.rel)
