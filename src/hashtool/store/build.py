@@ -159,6 +159,7 @@ def build(
         if not changed and {p for p, _ in report.failures} == old_failures:
             report.total = len(old_files)
             report.structure = str(meta.get("structure", ""))
+            report.kept_generations = store.collect_garbage(keep=live.name)  # generations readers have let go
             report.seconds = time.perf_counter() - t0
             log("index is up to date; nothing written")
             return report
