@@ -93,6 +93,12 @@ _OS_HINTS = {
 }
 
 
+def run_library(fn, *args, **kwargs):
+    """Call ``fn``. Errors need no wrapping any more (:meth:`LazyGroup.invoke` turns them into messages);
+    kept so that commands written against the older helper keep working. New code calls ``fn`` directly."""
+    return fn(*args, **kwargs)
+
+
 @click.group(
     cls=LazyGroup,
     lazy=COMMANDS,
