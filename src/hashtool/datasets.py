@@ -283,18 +283,17 @@ def load_cifar10(folder) -> Dataset:
 
 
 def load_image_folder(folder, height: int = 32, width: int = 32, color: str = "RGB", resize: str = "stretch") -> Dataset:
-    """Images below ``folder``, decoded by the runtime loader (:func:`hashtool.encode.load_image`) at the
+    """Images below ``folder``, decoded by the runtime loader (:func:`hashtool.files.load_image`) at the
     given size, so training sees exactly what the deployed encoder sees.
 
     Labels come from the first-level sub-folder names (sorted; ``classes`` lists them) when every image
     lies in a sub-folder; images directly in ``folder`` make the dataset unlabeled. Walking follows the
-    index's rules (:func:`hashtool.store.walk.walk_images`: hidden files skipped, symlinks not followed).
+    index's rules (:func:`hashtool.files.walk_images`: hidden files skipped, symlinks not followed).
     An unreadable image is an error naming the file: a training set is not silently thinned.
     """
-    from hashtool.encode import SUPPORTED_EXTENSIONS, load_image
     from hashtool.errors import ImageError
+    from hashtool.files import SUPPORTED_EXTENSIONS, load_image, walk_images
     from hashtool.preprocess import Preprocess
-    from hashtool.store.walk import walk_images
 
     folder = Path(folder)
     pre = Preprocess(height=height, width=width, color=color, resize=resize,
@@ -435,6 +434,26 @@ def make_splits(dataset: Dataset, n_query: int | None = None, n_val: int | None 
     val = np.sort(database[perm[:nv]])
     train = np.sort(database[perm[nv:]])
     return Splits(dataset=dataset, query=query, database=database, train=train, val=val, seed=seed)
+
+
+def splits_for_model(dataset: Dataset, stored: dict | None, n_query: int | None = None, seed: int | None = None,
+                     warn=None) -> Splits:
+    """The splits a trained model is evaluated on: the protocol stored in the model (seed, number of
+    queries, validation size) when it was trained on this dataset; explicit ``n_query``/``seed`` override it.
+
+    For a dataset without a test part, queries are drawn from all images, so any protocol other than the
+    training one can put training images among the queries: ``warn(message)`` is told when that happens.
+    """
+    stored = stored or {}
+    same = stored.get("dataset") == dataset.name
+    s_seed, s_q, s_val = (stored.get("seed", 0), stored.get("queries"), stored.get("validation")) if same else (0, None, None)
+    seed = s_seed if seed is None else seed
+    nq = s_q if n_query is None else n_query
+    splits = make_splits(dataset, n_query=nq, n_val=s_val, seed=seed)
+    if warn is not None and not dataset.has_test and same and (seed != s_seed or nq != s_q):
+        warn(f"{dataset.name} has no test part and this protocol (seed {seed}, {nq} queries) is not the one the model "
+             f"was trained with (seed {s_seed}, {s_q} queries): some queries may be training images")
+    return splits
 
 
 def flatten_features(images: np.ndarray) -> np.ndarray:

@@ -21,6 +21,10 @@ class IndexFormatError(HashtoolError):
     """An index file is missing, truncated, corrupted, of another version, or not an index at all."""
 
 
+class IndexLockedError(HashtoolError):
+    """Another process is writing the index (and the caller asked not to wait)."""
+
+
 class ImageError(HashtoolError):
     """An image cannot be read: unsupported format, corrupt or truncated data, too large..."""
 

@@ -2,7 +2,7 @@
 
 An image reaches a model as a uint8 array in NHWC layout at the model's input size (``height``,
 ``width``, ``channels``), in colour mode ``color`` ("L" for one channel, "RGB" for three). Decoding and
-resizing to that size is :mod:`hashtool.encode.images`' job, driven by ``resize``. Normalisation is the
+resizing to that size is :mod:`hashtool.files.images`' job, driven by ``resize``. Normalisation is the
 per-channel affine map ``x * scale + shift`` with ``scale = 1 / (255 * std)`` and ``shift = -mean / std``,
 i.e. ``(x / 255 - mean) / std``; training applies it in torch, the exported ONNX graph applies it
 inside the graph, and :meth:`Preprocess.normalize` is the numpy reference. All three read the constants

@@ -27,7 +27,7 @@ class FakeEncoder:
         self.calls: list[str] = []
 
     def __call__(self, paths, progress):
-        codes, positions, failures = [], [], []
+        codes, positions, failures, hashes = [], [], [], []
         for i, p in enumerate(paths):
             self.calls.append(p)
             data = open(p, "rb").read()
@@ -36,8 +36,10 @@ class FakeEncoder:
                 continue
             codes.append(np.frombuffer(hashlib.sha256(data).digest()[:4], dtype=np.uint8))
             positions.append(i)
+            hashes.append(hashlib.sha256(data).hexdigest())
         progress(len(paths))
-        return (np.array(codes, dtype=np.uint8).reshape(-1, NBITS // 8), np.array(positions, dtype=np.int64), failures)
+        codes = np.array(codes, dtype=np.uint8).reshape(-1, NBITS // 8)
+        return codes, np.array(positions, dtype=np.int64), failures, hashes
 
 
 def expected_code(data: bytes) -> bytes:

@@ -4,9 +4,16 @@ Subcommands are loaded lazily from :data:`COMMANDS` (name -> "module:attribute")
 and ``hashtool --version`` import neither numpy, numba, onnxruntime nor torch. A command module imports
 its heavy dependencies inside the command function, never at module level.
 
-Conventions for every command: results on stdout, progress and logs on stderr, ``--json`` for machines,
-``--quiet`` to silence progress; library errors (:class:`hashtool.errors.HashtoolError`) become
-:class:`click.ClickException` with the message that names the file and what to do.
+Conventions for every command (``docs``: the lead's conventions file; ``hashtool --help`` repeats them):
+
+* results on stdout, progress and logs on stderr, ``--quiet`` silences progress;
+* ``--json``: JSON Lines on stdout, one compact object per line (:func:`hashtool.cli._common.emit_json`);
+* ``--threads N``: a positive integer, default ``$HASHTOOL_THREADS`` or the CPUs available (one shared
+  option, :data:`hashtool.cli._common.threads_option`);
+* ``-d`` is ``--data`` (train, eval) only; a Hamming radius is ``-r/--max-distance``, inclusive;
+* **one error path** (:meth:`LazyGroup.invoke`): every :class:`OSError` and
+  :class:`hashtool.errors.HashtoolError` that escapes a command becomes one line ``Error: ...`` naming
+  the file and what to do, exit status 1 (usage errors: 2), never a traceback.
 """
 
 from __future__ import annotations
@@ -45,15 +52,51 @@ class LazyGroup(click.Group):
             return getattr(importlib.import_module(module_name), attr)
         return super().get_command(ctx, name)
 
+    def invoke(self, ctx):
+        """Run the subcommand; the one place where library and I/O errors become messages."""
+        try:
+            return super().invoke(ctx)
+        except click.ClickException:
+            raise
+        except BrokenPipeError:  # stdout closed early (`hashtool query ... | head`): not an error
+            raise SystemExit(0) from None
+        except Exception as exc:
+            message = user_message(exc)
+            if message is None:
+                raise
+            raise click.ClickException(message) from None
 
-def run_library(fn, *args, **kwargs):
-    """Call a library function, turning hashtool errors into click errors with their message."""
+
+def user_message(exc: BaseException) -> str | None:
+    """The one-line message for a user mistake or an I/O error, or None for a bug (which keeps its traceback)."""
     from hashtool.errors import HashtoolError
 
-    try:
-        return fn(*args, **kwargs)
-    except HashtoolError as exc:
-        raise click.ClickException(str(exc)) from exc
+    if isinstance(exc, HashtoolError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        name = exc.filename if exc.filename is not None else ""
+        reason = exc.strerror or str(exc)
+        hint = _ERRNO_HINTS.get(exc.errno, "") or _OS_HINTS.get(type(exc).__name__, "")
+        return f"{name}: {reason}{hint}" if name else f"{reason}{hint}"
+    return None
+
+
+_ERRNO_HINTS = {
+    28: " (the disk is full: free some space and run again; files already stored are unchanged)",  # ENOSPC
+    122: " (disk quota exceeded: free some space and run again; files already stored are unchanged)",  # EDQUOT
+    30: " (the file system is read-only)",  # EROFS
+}
+_OS_HINTS = {
+    "FileNotFoundError": " (check the path)",
+    "PermissionError": " (check the file's permissions)",
+    "IsADirectoryError": " (give a file, not a folder)",
+}
+
+
+def run_library(fn, *args, **kwargs):
+    """Call ``fn``. Errors need no wrapping any more (:meth:`LazyGroup.invoke` turns them into messages);
+    kept so that commands written against the older helper keep working. New code calls ``fn`` directly."""
+    return fn(*args, **kwargs)
 
 
 @click.group(
@@ -67,4 +110,12 @@ def main():
 
     Train deep hashing models (PyTorch, optional), export their encoders to ONNX, and index and search
     millions of binary codes on the CPU with no PyTorch at deployment.
+
+    \b
+    Conventions of every command:
+      results on stdout, progress on stderr; --quiet silences progress
+      --json       JSON Lines: one compact JSON object per line
+      --threads N  a positive integer (default: $HASHTOOL_THREADS, else the CPUs available)
+      -d/--data    the dataset (train, eval); -r/--max-distance a Hamming radius (inclusive)
+      errors       one line "Error: ..." naming the file, exit status 1 (2 for usage errors)
     """

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
-from hashtool.cli import run_library
+from hashtool.cli._common import emit_json, json_option, quiet_option, threads_option
 
 
 @click.command("eval")
@@ -14,21 +12,23 @@ from hashtool.cli import run_library
 @click.option("--data", "-d", required=True, help="fashion-mnist, mnist-5k, or a folder of IDX files, CIFAR-10 batches or images (labels from sub-folders).")
 @click.option("--image-size", type=click.IntRange(8, 1024), default=32, show_default=True, help="For a folder of images: the square size they are decoded at.")
 @click.option("--color", type=click.Choice(["L", "RGB"]), default="RGB", show_default=True, help="For a folder of images: grey (L) or colour (RGB).")
-@click.option("--seed", type=int, default=None, help="Protocol seed (default: the one the model was trained with, else 0).")
-@click.option("--queries", type=int, default=None, help="Number of queries (default: the dataset's protocol).")
+@click.option("--seed", type=int, default=None, help="Protocol seed (default: the one stored in the model, else 0).")
+@click.option("--queries", type=click.IntRange(min=1), default=None, help="Number of queries (default: the protocol stored in the model, else the dataset's).")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True)
-@click.option("--threads", type=int, default=None, help="CPU threads (default: HASHTOOL_THREADS, else all CPUs available).")
-@click.option("--json", "as_json", is_flag=True, help="Print metrics, PR curve and protocol as JSON.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
+@threads_option(help_text="CPU threads for PyTorch.")
+@json_option
+@quiet_option
 def eval_cmd(model, data, image_size, color, seed, queries, device, threads, as_json, quiet):
     """Evaluate MODEL (a deep checkpoint .pt or a baseline .npz) on DATA's seeded retrieval protocol.
 
-    Every query ranks the whole database by (Hamming distance, database order); prints mAP over the whole
-    ranking, mAP@1000, precision@k, precision within Hamming radius 2, and the protocol.
+    The protocol is the one stored in the model (its seed, number of queries and validation size), so a
+    dataset without a test part is evaluated on queries the model never trained on. Every query ranks
+    the whole database by (Hamming distance, database order); prints mAP over the whole ranking,
+    mAP@1000, precision@k, precision within Hamming radius 2, and the protocol. --json: one JSON line.
     """
-    result = run_library(_eval, model, data, seed, queries, device, threads, quiet, image_size, color)
+    result = _eval(model, data, seed, queries, device, threads, quiet, image_size, color)
     if as_json:
-        click.echo(json.dumps(result, indent=2))
+        emit_json(result)
         return
     from hashtool.evaluate import format_metrics
 
@@ -42,7 +42,7 @@ def _eval(model, data, seed, queries, device, threads, quiet, image_size=32, col
     from pathlib import Path
 
     from hashtool.baselines import is_baseline_file, load_baseline
-    from hashtool.datasets import flatten_features, load_dataset, make_splits
+    from hashtool.datasets import flatten_features, load_dataset, splits_for_model
     from hashtool.errors import DatasetError, ModelError
 
     path = Path(model)
@@ -51,8 +51,7 @@ def _eval(model, data, seed, queries, device, threads, quiet, image_size=32, col
     dataset = load_dataset(data, image_size=image_size, color=color)
     if is_baseline_file(path):
         base = load_baseline(path)
-        stored = base.meta.get("protocol", {})
-        splits = make_splits(dataset, n_query=queries, seed=stored.get("seed", 0) if seed is None else seed)
+        splits = splits_for_model(dataset, base.meta.get("protocol"), queries, seed, warn=_warn)
         if not quiet:
             print(f"[eval] {splits.describe()}", file=sys.stderr)
         from hashtool.evaluate import retrieval_metrics
@@ -77,11 +76,14 @@ def _eval(model, data, seed, queries, device, threads, quiet, image_size=32, col
 
         torch.set_num_threads(resolve_threads(threads))
         ckpt = read_checkpoint(path)
-        stored = ckpt.get("meta", {}).get("protocol", {})
-        splits = make_splits(dataset, n_query=queries, seed=stored.get("seed", 0) if seed is None else seed)
+        splits = splits_for_model(dataset, ckpt.get("meta", {}).get("protocol"), queries, seed, warn=_warn)
         if not quiet:
             print(f"[eval] {splits.describe()}", file=sys.stderr)
         metrics = evaluate_checkpoint(path, splits, device=resolve_device(device))
         method, bits = ckpt["method"], ckpt["bits"]
     return {"model": str(path), "method": method, "bits": bits, "protocol": splits.protocol(),
             "protocol_text": splits.describe(), "metrics": metrics}
+
+
+def _warn(message: str) -> None:
+    click.echo(f"warning: {message}", err=True)

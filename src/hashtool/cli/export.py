@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from hashtool.cli import run_library
+from hashtool.cli._common import emit_json, json_option, quiet_option
 
 
 @click.command("export")
@@ -35,40 +35,50 @@ from hashtool.cli import run_library
 @click.option("--exporter", type=click.Choice(["dynamo", "torchscript"]), default="dynamo", show_default=True,
               help="torch.onnx exporter; 'torchscript' is the legacy one, for models torch.export cannot trace.")
 @click.option("--no-strict", is_flag=True, help="Write the encoder even if bits differ beyond epsilon.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
+@json_option
+@quiet_option
 def export_cmd(model, encoder, output, parity_images, parity_dir, epsilon, exporter, no_strict, as_json, quiet):
-    """Export the encoder of MODEL.pt (a hashtool checkpoint) to ENCODER.onnx.
+    """Export the encoder of MODEL (a hashtool checkpoint .pt, or a baseline .npz) to ENCODER.onnx.
+
+    A baseline (lsh, pcah, itq) becomes a graph of its own projection on raw pixels at the size it was
+    fitted on (output "real", sign rule); its parity check compares with the baseline's own codes.
 
     The graph takes uint8 images (batch, height, width, channels), normalises them, runs the encoder up
     to the hash layer, binarises by the method's rule and packs the bits in hashtool's order. The export
     checks itself: onnxruntime and PyTorch must give the same bits on a batch of images, except bits
     within EPSILON of the threshold; the counts are printed.
     """
-    import json
+    from pathlib import Path
 
+    from hashtool.baselines import is_baseline_file
+
+    baseline = Path(model).is_file() and is_baseline_file(model)
     if not quiet:
-        click.echo(f"exporting {model} -> {encoder} (output={output}, exporter={exporter})", err=True)
+        what = "baseline projection, output=real" if baseline else f"output={output}, exporter={exporter}"
+        click.echo(f"exporting {model} -> {encoder} ({what})", err=True)
     try:
         from hashtool.export import export_model
+        from hashtool.export.baseline_onnx import export_baseline
     except ImportError as exc:
         raise click.ClickException(
             f"hashtool export needs PyTorch and onnx ({exc}); install them with: pip install 'hashtool[train]'"
         ) from exc
 
-    result = run_library(
-        export_model,
-        model,
-        encoder,
-        output,
-        parity_images=parity_images,
-        parity_dir=parity_dir,
-        epsilon=epsilon,
-        exporter=exporter,
-        strict=not no_strict,
-    )
+    if baseline:
+        result = export_baseline(model, encoder, parity_images=parity_images, epsilon=epsilon, strict=not no_strict)
+    else:
+        result = export_model(
+            model,
+            encoder,
+            output,
+            parity_images=parity_images,
+            parity_dir=parity_dir,
+            epsilon=epsilon,
+            exporter=exporter,
+            strict=not no_strict,
+        )
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2, sort_keys=True))
+        emit_json(result.to_dict())
         return
     md = result.metadata
     click.echo(f"wrote {result.path} ({result.bytes:,} bytes, sha256 {result.sha256[:16]}...) in {result.seconds:.1f} s")
@@ -83,3 +93,4 @@ def export_cmd(model, encoder, output, parity_images, parity_dir, epsilon, expor
         click.echo(result.parity.summary())
         if not result.parity.ok:
             click.echo("WARNING: bits differ beyond epsilon (written because of --no-strict)", err=True)
+

@@ -8,10 +8,10 @@ from hashtool.cli._common import (
     report_failures,
     emit_json,
     encode_files_fn,
-    fail,
     human_bytes,
     index_option,
     json_option,
+    no_wait_option,
     note,
     open_encoder,
     quiet_option,
@@ -28,24 +28,33 @@ def index():
 @click.argument("folder", type=click.Path(file_okay=False, path_type=str))
 @click.option("--model", type=click.Path(dir_okay=False), default=None, help="Encoder (.onnx from `hashtool export`). Default: the index's own encoder, or the bundled default for a new index.")
 @index_option
-@click.option("--exclude", multiple=True, metavar="GLOB", help="Skip paths (relative to FOLDER) or names matching GLOB; repeatable.")
-@click.option("--follow-symlinks", is_flag=True, help="Follow symbolic links (loops are detected).")
+@click.option("--exclude", multiple=True, metavar="GLOB", help="Skip paths (relative to FOLDER) or names matching GLOB; repeatable. Stored in the index: later builds and dups reuse it until given again.")
+@click.option("--no-exclude", is_flag=True, help="Drop the --exclude patterns stored in the index.")
+@click.option("--follow-symlinks/--no-follow-symlinks", default=None, help="Follow symbolic links (loops are detected). Stored in the index like --exclude. Default: as stored, else not followed.")
 @click.option("--strict", is_flag=True, help="Abort on the first unreadable image (the existing index is kept).")
 @click.option("--structure", type=click.Choice(["auto", "flat", "mih"]), default="auto", show_default=True, help="Search structure: exhaustive scan, multi-index hashing, or chosen by size.")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=64, show_default=True)
 @threads_option
+@no_wait_option
 @json_option
 @quiet_option
-def build_cmd(folder, model, index_path, exclude, follow_symlinks, strict, structure, batch_size, threads, as_json, quiet):
+def build_cmd(folder, model, index_path, exclude, no_exclude, follow_symlinks, strict, structure, batch_size, threads,
+              no_wait, as_json, quiet):
     """Index every image below FOLDER, or bring an existing index up to date.
 
     Walks FOLDER recursively (hidden files and folders and `._*` skipped, symlinks not followed unless
     asked), encodes each image and stores its code with its path relative to FOLDER, size, mtime and
     sha256. Run again, only new and changed files are encoded and deleted ones removed. A file that
     cannot be read is reported on stderr with its reason, logged in the index and counted; it never
-    aborts the build unless --strict. The index on disk is replaced atomically: a crash leaves the old one.
+    aborts the build unless --strict; a folder that cannot be listed keeps the entries below it. The index
+    on disk is replaced atomically: a crash leaves the old one. One build writes an index at a time: a
+    second one waits (or, with --no-wait, fails at once).
     """
-    report = run_build(folder, model, index_path, exclude, follow_symlinks, strict, structure, batch_size, threads, quiet)
+    if exclude and no_exclude:
+        raise click.UsageError("--exclude and --no-exclude contradict each other; give one")
+    walk_exclude = () if no_exclude else (exclude or None)
+    report = run_build(folder, model, index_path, walk_exclude, follow_symlinks, strict, structure, batch_size, threads,
+                       quiet, wait=not no_wait)
     report_failures(report.failures, quiet, report.index)
     if as_json:
         emit_json(report.as_dict())
@@ -59,12 +68,13 @@ def build_cmd(folder, model, index_path, exclude, follow_symlinks, strict, struc
     )
 
 
-def run_build(folder, model, index_path, exclude=(), follow_symlinks=False, strict=False, structure="auto",
-              batch_size=64, threads=None, quiet=False):
-    """Build or update an index (the body of `index build`, also used by `dups`); returns the BuildReport."""
+def run_build(folder, model, index_path, exclude=None, follow_symlinks=None, strict=False, structure="auto",
+              batch_size=64, threads=None, quiet=False, wait=True):
+    """Build or update an index (the body of `index build`, also used by `dups`); returns the BuildReport.
+
+    ``exclude``/``follow_symlinks`` of None reuse the walk options stored in the index."""
     from hashtool.cli.progress import Progress
-    from hashtool.encode import SUPPORTED_EXTENSIONS
-    from hashtool.errors import HashtoolError
+    from hashtool.files import SUPPORTED_EXTENSIONS
     from hashtool.store import default_encoder_path, resolve_index_path
     from hashtool.store.build import EncoderInfo, build
     from hashtool.store.store import IndexStore
@@ -72,29 +82,27 @@ def run_build(folder, model, index_path, exclude=(), follow_symlinks=False, stri
     store = IndexStore(resolve_index_path(index_path))
     bar = Progress("encoding", quiet=quiet)
     try:
-        live = store.current_or_none()
-        if model is None:
-            model = str(live.encoder_path) if live is not None else str(default_encoder_path())
-            label = _recorded_encoder_path(live, model)
+        if model is not None:
+            label, encoder = str(model), open_encoder(model, threads)
+        elif store.current_or_none() is None:
+            label, encoder = str(default_encoder_path()), open_encoder(default_encoder_path(), threads)
         else:
-            label = str(model)
-        encoder = open_encoder(model, threads)
+            # the index's own encoder, opened (read into memory) under the readers' lock, so a concurrent
+            # build cannot collect its generation meanwhile; build() re-reads the live one under the write lock
+            with store.reading() as live:
+                label, encoder = _recorded_encoder_path(live, live.encoder_path), open_encoder(live.encoder_path, threads)
         info = EncoderInfo(path=label, sha256=encoder.sha256, nbits=encoder.nbits, method=encoder.method)
         return build(
             folder, store, info, encode_files_fn(encoder, batch_size),
             exclude=exclude, follow_symlinks=follow_symlinks, strict=strict, structure=structure,
-            extensions=SUPPORTED_EXTENSIONS, threads=threads, progress=bar.update, log=lambda m: note(m, quiet),
+            extensions=SUPPORTED_EXTENSIONS, threads=threads, wait=wait, progress=bar.update, log=lambda m: note(m, quiet),
         )
-    except HashtoolError as exc:
-        raise fail(exc) from exc
     finally:
         bar.close()
 
 
 def _recorded_encoder_path(live, model) -> str:
     """Keep the encoder path recorded at first build (the file inside the index is only a copy)."""
-    if live is None:
-        return str(model)
     with live.catalog() as cat:
         return str(cat.get_meta().get("encoder_path", model))
 
@@ -105,19 +113,14 @@ def _recorded_encoder_path(live, model) -> str:
 @json_option
 def info_cmd(index_path, show_failures, as_json):
     """Count, bits, encoder, search structure, size on disk and failures of an index."""
-    from hashtool.errors import HashtoolError
     from hashtool.store import resolve_index_path
     from hashtool.store.store import IndexStore
 
     store = IndexStore(resolve_index_path(index_path))
-    try:
-        gen = store.current()
-        with gen.catalog() as cat:
-            meta = cat.get_meta()
-            count = cat.count()
-            failures = cat.failures()
-    except HashtoolError as exc:
-        raise fail(exc) from exc
+    with store.reading() as gen, gen.catalog() as cat:
+        meta = cat.get_meta()
+        count = cat.count()
+        failures = cat.failures()
     info = {
         "index": str(store.path),
         "root": meta.get("root"),
@@ -145,3 +148,35 @@ def info_cmd(index_path, show_failures, as_json):
     if show_failures:
         for p, r in failures:
             click.echo(f"  {p}: {r}")
+
+
+@index.command("verify")
+@index_option
+@click.option("--files", "check_files", is_flag=True, help="Also re-read every indexed file and compare its sha256 with the catalog's.")
+@json_option
+@quiet_option
+def verify_cmd(index_path, check_files, as_json, quiet):
+    """Check a whole index: catalog, codes, encoder; report what is wrong (exit status 1 if anything is).
+
+    Checks that the catalog is a sound SQLite database with the expected tables, that the codes file loads
+    and holds exactly the catalog's ids with the catalog's bit width, and that the encoder inside the
+    index is the one the catalog names (sha256) and opens. --files also reads every indexed image and
+    reports files missing or changed since the build (those a new build would update).
+    """
+    from hashtool.store import resolve_index_path
+    from hashtool.store.store import IndexStore
+    from hashtool.store.verify import verify_index
+
+    store = IndexStore(resolve_index_path(index_path))
+    result = verify_index(store, check_files=check_files, progress=None if quiet else (lambda m: note(m)))
+    if as_json:
+        emit_json(result.as_dict())
+    else:
+        for p in result.problems:
+            click.echo(f"PROBLEM {p}")
+        for p in result.notes:
+            click.echo(f"note    {p}")
+        click.echo(f"{store.path}: {result.generation}, {result.count} images: "
+                   + ("OK" if result.ok else f"{len(result.problems)} problem(s)"))
+    if not result.ok:
+        raise SystemExit(1)

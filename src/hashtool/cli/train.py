@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
 
-from hashtool.cli import run_library
+from hashtool.cli._common import emit_json, json_option, quiet_option, threads_option
 
 SHALLOW = ("lsh", "pcah", "itq")
 
@@ -41,11 +40,11 @@ def _parse_hp(values) -> dict:
 @click.option("--queries", type=int, default=None, help="Number of test queries of the protocol (default: the dataset's).")
 @click.option("--val", "n_val", type=int, default=None, help="Validation images held out of training (default: the dataset's).")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True)
-@click.option("--threads", type=int, default=None, help="CPU threads (default: HASHTOOL_THREADS, else all CPUs available).")
+@threads_option(help_text="CPU threads for PyTorch and the baselines.")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run whose checkpoint is OUTPUT.")
 @click.option("--no-eval", is_flag=True, help="Skip the final evaluation on the test protocol.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
+@json_option
+@quiet_option
 def train_cmd(method, bits, data, image_size, color, output, epochs, epoch_images, batch_size, lr, augment, labeled_fraction, select, hp, seed, queries,
               n_val, device, threads, resume, no_eval, as_json, quiet):
     """Train a hashing model and evaluate it on the dataset's retrieval protocol.
@@ -53,14 +52,14 @@ def train_cmd(method, bits, data, image_size, color, output, epochs, epoch_image
     The protocol (seeded, disjoint queries / database / training / validation) is printed with the result and
     stored in the model. Deep methods write an atomic checkpoint after every epoch; --resume continues.
     """
-    result = run_library(_train, method, bits, data, output, epochs, epoch_images, batch_size, lr, augment, labeled_fraction, select,
-                         _parse_hp(hp), seed, queries, n_val, device, threads, resume, no_eval, quiet, image_size, color)
+    result = _train(method, bits, data, output, epochs, epoch_images, batch_size, lr, augment, labeled_fraction, select,
+                    _parse_hp(hp), seed, queries, n_val, device, threads, resume, no_eval, quiet, image_size, color)
     _print_result(result, as_json)
 
 
 def _print_result(result: dict, as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(result, indent=2))
+        emit_json(result)
         return
     from hashtool.evaluate import format_metrics
 
@@ -121,7 +120,8 @@ def _train_shallow(method, bits, splits, output, seed, no_eval, quiet):
     from hashtool.evaluate import retrieval_metrics
 
     images, _ = splits.part("train")
-    if not quiet:
+    if not no_eval and splits.part("query")[1] is None:
+        raise_unlabeled(splits.dataset.name)  # before fitting: never fit a model only to discard it
         print(f"[train] {splits.describe()}", file=sys.stderr)
         print(f"[train] fitting {method} ({bits} bits) on {len(images)} images of raw pixels", file=sys.stderr)
     t0 = time.perf_counter()
@@ -135,8 +135,6 @@ def _train_shallow(method, bits, splits, output, seed, no_eval, quiet):
     if not no_eval:
         q, ql = splits.part("query")
         d, dl = splits.part("database")
-        if ql is None:
-            raise_unlabeled(ds.name)
         metrics = retrieval_metrics(model.transform(flatten_features(q)), ql, model.transform(flatten_features(d)), dl)
         model.meta["metrics"] = {k: v for k, v in metrics.items() if k != "pr_curve"}
         result["metrics"] = metrics
@@ -147,4 +145,5 @@ def _train_shallow(method, bits, splits, output, seed, no_eval, quiet):
 def raise_unlabeled(name):
     from hashtool.errors import DatasetError
 
-    raise DatasetError(f"{name} has no labels, so there is nothing to evaluate; pass --no-eval")
+    raise DatasetError(f"{name} has no labels, so there is nothing to evaluate; pass --no-eval to fit the model "
+                       "without evaluating it (nothing was fitted or written)")

@@ -1,12 +1,13 @@
-"""Torch-free runtime: image loading and the onnxruntime encoder (numpy, pillow, onnxruntime).
+"""Torch-free runtime: the onnxruntime encoder (numpy, pillow, onnxruntime).
 
-``load_image(path, preprocess)`` turns a file into the uint8 HWC array a model takes;
+``load_image(path, preprocess)`` (from the :mod:`hashtool.files` leaf, re-exported here as part of the
+runtime API) turns a file into the uint8 HWC array a model takes;
 ``Encoder(path, threads=None)`` opens an encoder written by ``hashtool export`` and turns such arrays
 (``encode``) or image files (``encode_files``) into packed codes in :mod:`hashtool.codes`' format.
 """
 
 from hashtool.encode.encoder import ENCODER_FORMAT, ENCODER_FORMAT_VERSION, EncodeResult, Encoder, Failure
-from hashtool.encode.images import (
+from hashtool.files.images import (
     ALLOWED_FORMATS,
     BACKGROUND,
     MAX_PIXELS,
@@ -14,6 +15,7 @@ from hashtool.encode.images import (
     convert_image,
     find_images,
     load_image,
+    read_image,
 )
 
 __all__ = [
@@ -29,4 +31,5 @@ __all__ = [
     "convert_image",
     "find_images",
     "load_image",
+    "read_image",
 ]

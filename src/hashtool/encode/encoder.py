@@ -57,14 +57,16 @@ class Failure(NamedTuple):
 class EncodeResult:
     """Output of :meth:`Encoder.encode_files`.
 
-    ``codes[k]`` is the code of ``paths[k]``, which was input number ``indices[k]``; every other input is
-    in ``failures`` with its reason. ``len(codes) + len(failures)`` is the number of inputs.
+    ``codes[k]`` is the code of ``paths[k]``, which was input number ``indices[k]``, decoded from bytes
+    whose sha256 is ``sha256[k]`` (each file is read once: the hash belongs to the pixels encoded); every
+    other input is in ``failures`` with its reason. ``len(codes) + len(failures)`` is the number of inputs.
     """
 
     codes: np.ndarray  # uint8 (m, nbits // 8)
     indices: np.ndarray  # int64 (m,), increasing
     paths: list[str]
     failures: list[Failure]
+    sha256: list[str] = field(default_factory=list)  # hex, one per code
     stats: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -171,12 +173,15 @@ class Encoder:
     ) -> EncodeResult:
         """Load, preprocess and encode image files; failures are reported, never dropped.
 
+        Each file is read once (:func:`hashtool.files.read_image`): ``result.sha256`` holds the hash of the
+        bytes each code was computed from.
+
         ``workers`` decoding threads (default: the encoder's thread count) decode ahead of inference, up
         to ``2 * batch_size`` images, while onnxruntime encodes the current batch. ``progress(done,
         total)`` is called after each batch (done counts failures too). ``stats`` holds ``decode_s``
         (decoding time summed over workers), ``inference_s``, ``wall_s`` and ``images_per_s``.
         """
-        from hashtool.encode.images import load_image
+        from hashtool.files.images import read_image
 
         paths = [str(p) for p in paths]
         if batch_size < 1:
@@ -188,16 +193,17 @@ class Encoder:
         def load(i: int):
             t = time.perf_counter()
             try:
-                arr, err = load_image(paths[i], pp, max_pixels=max_pixels), None
+                loaded, err = read_image(paths[i], pp, max_pixels=max_pixels), None
             except ImageError as exc:
-                arr, err = None, _strip_path(str(exc), paths[i])
+                loaded, err = None, _strip_path(str(exc), paths[i])
             except Exception as exc:  # a bug or resource error: report it for this file, keep going
-                arr, err = None, f"unexpected {type(exc).__name__}: {str(exc)[:200]}"
-            return arr, err, time.perf_counter() - t
+                loaded, err = None, f"unexpected {type(exc).__name__}: {str(exc)[:200]}"
+            return loaded, err, time.perf_counter() - t
 
         t0 = time.perf_counter()
         codes: list[np.ndarray] = []
         indices: list[int] = []
+        hashes: list[str] = []
         failures: list[Failure] = []
         decode_s = infer_s = 0.0
         batch: list[np.ndarray] = []
@@ -226,13 +232,14 @@ class Encoder:
                         pending.append((next_i, pool.submit(load, next_i)))
                         next_i += 1
                     i, fut = pending.popleft()
-                    arr, err, dt = fut.result()
+                    loaded, err, dt = fut.result()
                     decode_s += dt
                     if err is not None:
                         failures.append(Failure(i, paths[i], err))
                     else:
-                        batch.append(arr)
+                        batch.append(loaded.array)
                         batch_idx.append(i)
+                        hashes.append(loaded.sha256)
                     if len(batch) == batch_size:
                         flush()
                 flush()
@@ -246,6 +253,7 @@ class Encoder:
             indices=np.asarray(indices, dtype=np.int64),
             paths=[paths[i] for i in indices],
             failures=failures,
+            sha256=hashes,
             stats={
                 "images": total,
                 "encoded": len(indices),
@@ -279,7 +287,7 @@ class Encoder:
             raise ArgumentError(
                 f"{self._path.name} expects uint8 images of shape (n, {shape[0]}, {shape[1]}, {shape[2]}) "
                 f"(NHWC, {self._preprocess.color}), got {arr.dtype} {arr.shape}; load files with "
-                "hashtool.encode.load_image(path, encoder.preprocess)"
+                "hashtool.files.load_image(path, encoder.preprocess)"
             )
         return np.ascontiguousarray(arr)
 

@@ -505,7 +505,7 @@ def _parity_inputs(parity_images, parity_dir, preprocess: Preprocess):
         raise ArgumentError(f"parity_images must be >= 0, got {n}")
     if n == 0:
         return None, "none"
-    from hashtool.encode.images import convert_image, find_images, load_image
+    from hashtool.files.images import convert_image, find_images, load_image
     from hashtool.errors import ImageError
 
     if parity_dir is not None:

@@ -1,5 +1,6 @@
-"""Image indexes on disk: folder walking, the crash-safe generation store, incremental builds, queries,
-near-duplicate groups. Torch-free: numpy, the hashindex and the onnxruntime encoder only.
+"""Image indexes on disk: the crash-safe, locked generation store, incremental builds, verification,
+near-duplicate groups. Torch-free: numpy, the hashindex, the onnxruntime encoder and the
+:mod:`hashtool.files` leaf (folder walking, image loading) only.
 
 Where an index lives: ``--index PATH`` if given, else the ``HASHTOOL_INDEX`` environment variable, else
 ``hashtool-index`` in the current folder, so ``hashtool index build images/`` followed by

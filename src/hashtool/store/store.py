@@ -4,31 +4,56 @@ Layout of an index folder::
 
     PATH/HASHTOOL_INDEX     marker: {"format": "hashtool-index-store", "version": 1}
     PATH/CURRENT            the name of the live generation, e.g. "gen-000007"
+    PATH/LOCK               the writers' lock file (empty; see "Locking")
     PATH/gen-000007/
         codes.hidx          the Hamming index (hashtool.hashindex file, ids = catalog file ids)
-        catalog.sqlite      root folder, encoder identity, one row per file, the failures of the build
+        catalog.sqlite      root folder, encoder identity, walk options, one row per file, the failures
         encoder.onnx        the encoder that made the codes (a query uses it, so codes always match)
         build.log           what the build that made this generation did, failures included
+        READERS             the readers' lock file of this generation (empty)
 
 A build writes a complete new generation folder, fsyncs it, then replaces ``CURRENT`` by an atomic
 rename; only then are older generations deleted. A crash (even ``kill -9``) at any point leaves
 ``CURRENT`` naming a complete generation: the old one or the new one, never a mix. Half-written
 generations are removed by the next build.
+
+Locking (``fcntl.flock``; locks vanish with the process that held them, so a killed process never
+leaves a stale lock):
+
+* **Writers** (``index build``, ``dups``) hold an exclusive lock on ``PATH/LOCK`` from reading the live
+  generation to deleting the old ones (:meth:`IndexStore.write_lock`). A second writer waits for it,
+  or with ``wait=False`` (``--no-wait``) fails at once with :class:`~hashtool.errors.IndexLockedError`.
+* **Readers** (``query``, ``index info``, ``index verify``) hold a shared lock on the ``READERS`` file
+  of the generation they read for as long as they read it (:meth:`IndexStore.reading`). After a
+  commit, the writer deletes an old generation only if it can take that lock exclusively without
+  waiting; a generation still read is kept, and the next build collects it. The reader re-checks,
+  once it holds its lock, that its generation was not collected in between, and otherwise starts over
+  from ``CURRENT``: a reader never sees a generation disappear under it.
+* **Network file systems**: on Linux, ``flock`` on NFS (since 2.6.12) is emulated with POSIX byte-range
+  locks, which work across clients when the server supports locking; on SMB/CIFS and some FUSE file
+  systems locks may be local to one client. Then two builds on different machines can run at once
+  (each still writes its own complete generation and renames ``CURRENT`` atomically, so the index stays
+  readable, but one build's result replaces the other's) and a reader on another machine may see its
+  old generation deleted (it then fails with a message to retry, never with wrong results). Build an
+  index from one machine at a time.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import shutil
 import sqlite3
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
-from hashtool.errors import ArgumentError, IndexFormatError
+from hashtool.errors import ArgumentError, IndexFormatError, IndexLockedError
 from hashtool.fileio import atomic_write, fsync_dir
-from hashtool.store.walk import INDEX_MARKER
+from hashtool.files.walk import INDEX_MARKER
 
 STORE_FORMAT = "hashtool-index-store"
 STORE_VERSION = 1
@@ -36,7 +61,20 @@ CODES_FILE = "codes.hidx"
 CATALOG_FILE = "catalog.sqlite"
 ENCODER_FILE = "encoder.onnx"
 LOG_FILE = "build.log"
+READERS_FILE = "READERS"
+LOCK_FILE = "LOCK"
 _GEN_RE = re.compile(r"^gen-(\d{6,})$")
+_TRASH_PREFIX = ".trash-"
+_READ_RETRIES = 20
+
+# Fault injection for the crash tests and benchmarks/bench_faults.py: when set, called with the name of
+# each step of writing a generation ("codes", "catalog", "encoder", "log", "fsync", "current", "gc").
+FAULT_HOOK: Callable[[str], None] | None = None
+
+
+def checkpoint(step: str) -> None:
+    if FAULT_HOOK is not None:
+        FAULT_HOOK(step)
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -87,6 +125,10 @@ class Generation:
     @property
     def log_path(self) -> Path:
         return self.path / LOG_FILE
+
+    @property
+    def readers_path(self) -> Path:
+        return self.path / READERS_FILE
 
     def catalog(self, readonly: bool = True) -> "Catalog":
         return Catalog.open(self.catalog_path, readonly=readonly)
@@ -139,6 +181,28 @@ class IndexStore:
                 raise IndexFormatError(f"{self.path}: generation {name} lacks {p.name}; rebuild the index")
         return gen
 
+    @contextmanager
+    def reading(self):
+        """Yield the live generation while holding its readers' lock (see "Locking" above)."""
+        for _ in range(_READ_RETRIES):
+            gen = self.current()
+            try:
+                fd = os.open(gen.readers_path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                if not gen.path.is_dir():
+                    continue  # collected between reading CURRENT and opening: start over
+                yield gen  # a generation written before readers' locks existed
+                return
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH)
+                if not (self.path / gen.name).is_dir():
+                    continue  # collected while we waited for the lock
+                yield gen
+                return
+            finally:
+                os.close(fd)
+        raise IndexFormatError(f"{self.path}: the index kept changing while being opened; try again")
+
     def current_or_none(self) -> Generation | None:
         if not self.exists():
             return None
@@ -158,7 +222,7 @@ class IndexStore:
                 return
             if not self.path.is_dir():
                 raise ArgumentError(f"{self.path}: exists and is not a folder; choose another --index path")
-            if any(self.path.iterdir()):
+            if any(not _own_scratch(p.name) for p in self.path.iterdir()):
                 raise ArgumentError(
                     f"{self.path}: folder exists, is not empty and is not a hashtool index; "
                     "choose another --index path (nothing was written)"
@@ -179,20 +243,53 @@ class IndexStore:
         nums = self._generation_numbers()
         name = f"gen-{(nums[-1] + 1 if nums else 1):06d}"
         (self.path / name).mkdir()
-        return Generation(self, name)
+        gen = Generation(self, name)
+        gen.readers_path.touch()
+        return gen
 
-    def commit(self, gen: Generation) -> None:
-        """Make ``gen`` live atomically, then delete every other generation."""
+    @contextmanager
+    def write_lock(self, wait: bool = True, on_wait: Callable[[str], None] | None = None):
+        """Hold the writers' exclusive lock; ``wait=False`` raises IndexLockedError if another holds it."""
+        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                msg = f"{self.path}: another process (a build or dups) is writing this index"
+                if not wait:
+                    raise IndexLockedError(f"{msg}; run again when it has finished, or drop --no-wait to wait for it") from None
+                if on_wait is not None:
+                    on_wait(f"{msg}; waiting for it to finish")
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def commit(self, gen: Generation) -> list[str]:
+        """Make ``gen`` live atomically, then delete every other generation no reader holds.
+
+        Returns the names of old generations kept because a reader still had them open. Call it with
+        :meth:`write_lock` held.
+        """
         for p in gen.path.iterdir():
             _fsync_file(p)
         fsync_dir(gen.path)
+        checkpoint("fsync")
         _write_atomic(self.path / "CURRENT", gen.name + "\n")
-        self.collect_garbage(keep=gen.name)
+        checkpoint("current")
+        return self.collect_garbage(keep=gen.name)
 
-    def collect_garbage(self, keep: str) -> None:
-        for p in self.path.iterdir():
-            if _GEN_RE.match(p.name) and p.name != keep:
-                shutil.rmtree(p, ignore_errors=True)
+    def collect_garbage(self, keep: str) -> list[str]:
+        """Delete every generation but ``keep`` that no reader holds (see "Locking"); returns those kept."""
+        kept = []
+        for p in sorted(self.path.iterdir()):
+            if p.name.startswith(_TRASH_PREFIX):
+                shutil.rmtree(p, ignore_errors=True)  # left by a collection that was killed
+            elif _GEN_RE.match(p.name) and p.name != keep:
+                if not _collect(p):
+                    kept.append(p.name)
+                checkpoint("gc")
+        return kept
 
     def discard(self, gen: Generation) -> None:
         shutil.rmtree(gen.path, ignore_errors=True)
@@ -206,6 +303,31 @@ class IndexStore:
                 except OSError:
                     pass
         return total
+
+
+def _own_scratch(name: str) -> bool:
+    """Entries a concurrent first build may have created in a new index folder."""
+    return name == LOCK_FILE or name.startswith(f".{INDEX_MARKER}.")
+
+
+def _collect(gen_dir: Path) -> bool:
+    """Delete one old generation unless a reader holds it; True when deleted."""
+    try:
+        fd = os.open(gen_dir / READERS_FILE, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        shutil.rmtree(gen_dir, ignore_errors=True)  # half-written, or from before readers' locks
+        return True
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        trash = gen_dir.with_name(f"{_TRASH_PREFIX}{gen_dir.name}-{os.getpid()}")
+        os.rename(gen_dir, trash)  # while locked: a reader that gets the lock next sees the folder gone
+    finally:
+        os.close(fd)
+    shutil.rmtree(trash, ignore_errors=True)
+    return True
 
 
 class Catalog:

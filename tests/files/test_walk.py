@@ -3,7 +3,7 @@ import os
 import pytest
 
 from hashtool.errors import ArgumentError
-from hashtool.store.walk import INDEX_MARKER, walk_images
+from hashtool.files.walk import INDEX_MARKER, walk_images
 
 EXTS = (".png", ".jpg")
 
@@ -54,3 +54,40 @@ def test_missing_and_non_folder(tmp_path):
     f = make(tmp_path, "a.png")
     with pytest.raises(ArgumentError, match="not a folder"):
         walk_images(f, EXTS)
+
+
+def test_every_entry_lands_in_one_bucket(tmp_path):
+    """files + ignored + errors == seen; a FIFO with an image name is reported, never opened; links not
+    followed are ignored; a dangling link, when followed, is reported."""
+    (tmp_path / "a.png").write_bytes(b"x")
+    (tmp_path / "b.txt").write_bytes(b"x")
+    os.mkfifo(tmp_path / "pipe.png")
+    os.mkfifo(tmp_path / "pipe.log")
+    os.symlink(tmp_path / "a.png", tmp_path / "link.png")
+    os.symlink(tmp_path / "missing.png", tmp_path / "dangling.png")
+    (tmp_path / ".hidden.png").write_bytes(b"x")
+    r = walk_images(tmp_path, EXTS)
+    assert rels(r) == ["a.png"] and r.ignored == 4 and r.seen == 6  # b.txt, pipe.log, two links
+    assert [p for p, _ in r.errors] == ["pipe.png"] and "named pipe" in r.errors[0][1]
+    f = walk_images(tmp_path, EXTS, follow_symlinks=True)
+    assert rels(f) == ["a.png", "link.png"] and f.seen == 6
+    assert sorted(p for p, _ in f.errors) == ["dangling.png", "pipe.png"]
+
+
+def test_unreadable_covers_paths_below_an_unlisted_folder(tmp_path, monkeypatch):
+    (tmp_path / "sub" / "deeper").mkdir(parents=True)
+    (tmp_path / "sub" / "deeper" / "x.png").write_bytes(b"x")
+    (tmp_path / "subway.png").write_bytes(b"x")
+    real = os.scandir
+    blocked = str((tmp_path / "sub").resolve())
+
+    def scandir(path="."):
+        if str(path) == blocked:
+            raise PermissionError(13, "Permission denied")
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    r = walk_images(tmp_path, EXTS)
+    assert r.unlisted == ["sub"] and rels(r) == ["subway.png"]
+    assert r.unreadable("sub/deeper/x.png") and r.unreadable("sub/gone.png")
+    assert not r.unreadable("subway.png") and not r.unreadable("other/x.png")
