@@ -199,3 +199,40 @@ def adalabel_supervised_loss(h, codeword_logits, labels, scale: float, quant: fl
         ce += log_norm - sims[int(labels[i])]
     q = sum((abs(h[i, j]) - 1.0) ** 2 for i in range(n) for j in range(bits)) / (n * bits)
     return ce / n + quant * q
+
+
+def image_distance_matrix(codes, variants=None) -> np.ndarray:
+    """Distances between images: d(a, b), or with variants min over d(a, b), d(v(a), b), d(a, v(b)) for each v."""
+    d = hamming_matrix(codes, codes)
+    if variants is not None:
+        for v in range(np.asarray(variants).shape[1]):
+            dv = hamming_matrix(variants[:, v], codes)  # dv[i, j] = d(v(i), j)
+            d = np.minimum(d, np.minimum(dv, dv.T))
+    return d
+
+
+def dup_groups(codes, ids, max_distance, variants=None):
+    """Near-duplicate groups by breadth-first search over every pair: sorted [(ids, distances to first, diameter)].
+
+    Also returns the number of pairs within ``max_distance``.
+    """
+    d = image_distance_matrix(codes, variants)
+    n = len(codes)
+    seen, groups = set(), []
+    for s in range(n):
+        if s in seen:
+            continue
+        comp, todo = {s}, [s]
+        while todo:
+            u = todo.pop()
+            for v in range(n):
+                if v != u and d[u, v] <= max_distance and v not in comp:
+                    comp.add(v)
+                    todo.append(v)
+        seen |= comp
+        if len(comp) > 1:
+            members = sorted(comp, key=lambda m: int(ids[m]))
+            diameter = max(int(d[a, b]) for a in members for b in members)
+            groups.append(([int(ids[m]) for m in members], [int(d[members[0], m]) for m in members], diameter))
+    pairs = sum(1 for i in range(n) for j in range(i + 1, n) if d[i, j] <= max_distance)
+    return sorted(groups), pairs

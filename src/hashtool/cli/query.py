@@ -14,10 +14,11 @@ from hashtool.cli._common import emit_json, fail, index_option, json_option, not
 @click.option("--model", type=click.Path(dir_okay=False), default=None, help="Check that the index was built with this encoder (refused otherwise).")
 @index_option
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None, help="Also write a page with thumbnails of the queries and their results.")
+@click.option("--tta", default=None, metavar="LIST", help="Also query with transformed copies (comma-separated: flip, flipv, rot90, rot180, rot270); each result keeps its smallest distance.")
 @threads_option
 @json_option
 @quiet_option
-def query(images, k, max_distance, model, index_path, html_path, threads, as_json, quiet):
+def query(images, k, max_distance, model, index_path, html_path, tta, threads, as_json, quiet):
     """Search the index for the images nearest to each IMAGE.
 
     Prints rank, Hamming distance and path for each result (sorted by distance, then by index order);
@@ -81,6 +82,13 @@ def query(images, k, max_distance, model, index_path, html_path, threads, as_jso
         for q in range(len(names)):
             rows = list(zip(dist[lims[q] : lims[q + 1]].tolist(), ids[lims[q] : lims[q + 1]].tolist()))
             results.append(rows[:k] if k else rows)
+    if tta:
+        from hashtool.store.tta import parse_tta, tta_results
+
+        try:
+            results = tta_results(index, encoder, names, parse_tta(tta), k, max_distance, results)
+        except HashtoolError as exc:
+            raise fail(exc) from exc
     paths = cat.paths_for({i for r in results for _, i in r})
     root = meta.get("root", "")
     import os
@@ -97,8 +105,8 @@ def query(images, k, max_distance, model, index_path, html_path, threads, as_jso
     if html_path:
         from hashtool.store.html import write_results_page
 
-        write_results_page(html_path, [(name, [(d, os.path.join(root, paths.get(i, ""))) for d, i in results[q]]) for q, name in enumerate(names)])
-        note(f"wrote {html_path}", quiet)
+        left_out = write_results_page(html_path, [(name, [(d, os.path.join(root, paths.get(i, ""))) for d, i in results[q]]) for q, name in enumerate(names)])
+        note(f"wrote {html_path}" + (f" ({left_out} result(s) not shown: the page holds at most 2000 thumbnails)" if left_out else ""), quiet)
     cat.close()
     if failed:
         raise SystemExit(1)
