@@ -236,3 +236,29 @@ def dup_groups(codes, ids, max_distance, variants=None):
             groups.append(([int(ids[m]) for m in members], [int(d[members[0], m]) for m in members], diameter))
     pairs = sum(1 for i in range(n) for j in range(i + 1, n) if d[i, j] <= max_distance)
     return sorted(groups), pairs
+
+
+def code_health(codes, nbits):
+    """Code health the slow way: per-bit counts, Pearson correlation by its formula, a Counter of codes.
+
+    Returns (ones shares per bit, mean |correlation| over pairs of varying bits or None, distinct codes,
+    largest group, share of images in the 10 most common codes).
+    """
+    from collections import Counter
+
+    bits = unpack_bits(codes, nbits).astype(float)
+    n = len(bits)
+    share = [sum(bits[i, j] for i in range(n)) / n for j in range(nbits)]
+    varying = [j for j in range(nbits) if 0 < share[j] < 1]
+    corrs = []
+    for a in varying:
+        for b in varying:
+            if a == b:
+                continue
+            ma, mb = share[a], share[b]
+            cov = sum((bits[i, a] - ma) * (bits[i, b] - mb) for i in range(n)) / n
+            sa = (sum((bits[i, a] - ma) ** 2 for i in range(n)) / n) ** 0.5
+            sb = (sum((bits[i, b] - mb) ** 2 for i in range(n)) / n) ** 0.5
+            corrs.append(abs(cov / (sa * sb)))
+    counts = sorted(Counter(bytes(c) for c in np.asarray(codes, dtype=np.uint8)).values(), reverse=True)
+    return share, (sum(corrs) / len(corrs) if corrs else None), len(counts), counts[0], sum(counts[:10]) / n
