@@ -19,6 +19,7 @@ from hashtool import __version__
 
 # name -> "module:attribute". A command is listed here only once it works.
 COMMANDS: dict[str, str] = {
+    "calibrate": "hashtool.cli.calibrate:calibrate_cmd",
     "data": "hashtool.cli.data:data",
     "dups": "hashtool.cli.dups:dups",
     "eval": "hashtool.cli.eval:eval_cmd",
