@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "index": "hashtool.cli.index:index",
     "query": "hashtool.cli.query:query",
     "train": "hashtool.cli.train:train_cmd",
+    "watch": "hashtool.cli.watch:watch_cmd",
 }
 
 
