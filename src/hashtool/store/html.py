@@ -31,6 +31,9 @@ def thumbnail_data_uri(path, size: int = THUMB) -> str | None:
     """A JPEG thumbnail of at most ``size`` px a side as a data: URI, or None when the file cannot be read."""
     from PIL import Image
 
+    from hashtool.heif import register
+
+    register()  # HEIC thumbnails where pillow-heif is installed
     try:
         with Image.open(path) as img:
             img.draft("RGB", (size, size))
