@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 FASHION := /usr/share/datasets/fashion-mnist
 DEMO ?= demo
 
-.PHONY: demo test setup data clean
+.PHONY: demo test setup data browser clean
 
 setup: $(STAMP)
 
@@ -24,6 +24,13 @@ data:
 	  (apt-get install -y -q dataset-fashion-mnist || (apt-get update -q && apt-get install -y -q dataset-fashion-mnist)) >/dev/null; \
 	else echo "note: Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist, as root); the demo falls back to mnist-5k" >&2; fi
 
+# Headless Chromium for the HTML page tests (tests/test_html_browser.py skips, saying why, without it).
+browser:
+	@if command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  (apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium)) >/dev/null; \
+	else echo "note: Chromium is not installed (apt-get install chromium, as root); the browser tests will be skipped" >&2; fi
+
 # The main job: index 2,000 real images (Fashion-MNIST test set, written as PNG files) with the bundled
 # encoder, query one of them, and write an HTML page of the results. Re-running is incremental.
 demo: $(STAMP) data
@@ -35,6 +42,6 @@ demo: $(STAMP) data
 	$(HASHTOOL) query "$$q" -k 10 --index $(DEMO)/index --html $(DEMO)/results.html; \
 	echo "open $(DEMO)/results.html to see the query and its neighbours"
 
-test: $(STAMP) data
+test: $(STAMP) data browser
 	$(PY) -m pytest -q
 	NUMBA_DISABLE_JIT=1 HYPOTHESIS_PROFILE=nojit $(PY) -m pytest -q tests/test_hashindex_search.py tests/test_hashindex_api.py tests/test_hashindex_io.py

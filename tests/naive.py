@@ -199,3 +199,66 @@ def adalabel_supervised_loss(h, codeword_logits, labels, scale: float, quant: fl
         ce += log_norm - sims[int(labels[i])]
     q = sum((abs(h[i, j]) - 1.0) ** 2 for i in range(n) for j in range(bits)) / (n * bits)
     return ce / n + quant * q
+
+
+def image_distance_matrix(codes, variants=None) -> np.ndarray:
+    """Distances between images: d(a, b), or with variants min over d(a, b), d(v(a), b), d(a, v(b)) for each v."""
+    d = hamming_matrix(codes, codes)
+    if variants is not None:
+        for v in range(np.asarray(variants).shape[1]):
+            dv = hamming_matrix(variants[:, v], codes)  # dv[i, j] = d(v(i), j)
+            d = np.minimum(d, np.minimum(dv, dv.T))
+    return d
+
+
+def dup_groups(codes, ids, max_distance, variants=None):
+    """Near-duplicate groups by breadth-first search over every pair: sorted [(ids, distances to first, diameter)].
+
+    Also returns the number of pairs within ``max_distance``.
+    """
+    d = image_distance_matrix(codes, variants)
+    n = len(codes)
+    seen, groups = set(), []
+    for s in range(n):
+        if s in seen:
+            continue
+        comp, todo = {s}, [s]
+        while todo:
+            u = todo.pop()
+            for v in range(n):
+                if v != u and d[u, v] <= max_distance and v not in comp:
+                    comp.add(v)
+                    todo.append(v)
+        seen |= comp
+        if len(comp) > 1:
+            members = sorted(comp, key=lambda m: int(ids[m]))
+            diameter = max(int(d[a, b]) for a in members for b in members)
+            groups.append(([int(ids[m]) for m in members], [int(d[members[0], m]) for m in members], diameter))
+    pairs = sum(1 for i in range(n) for j in range(i + 1, n) if d[i, j] <= max_distance)
+    return sorted(groups), pairs
+
+
+def code_health(codes, nbits):
+    """Code health the slow way: per-bit counts, Pearson correlation by its formula, a Counter of codes.
+
+    Returns (ones shares per bit, mean |correlation| over pairs of varying bits or None, distinct codes,
+    largest group, share of images in the 10 most common codes).
+    """
+    from collections import Counter
+
+    bits = unpack_bits(codes, nbits).astype(float)
+    n = len(bits)
+    share = [sum(bits[i, j] for i in range(n)) / n for j in range(nbits)]
+    varying = [j for j in range(nbits) if 0 < share[j] < 1]
+    corrs = []
+    for a in varying:
+        for b in varying:
+            if a == b:
+                continue
+            ma, mb = share[a], share[b]
+            cov = sum((bits[i, a] - ma) * (bits[i, b] - mb) for i in range(n)) / n
+            sa = (sum((bits[i, a] - ma) ** 2 for i in range(n)) / n) ** 0.5
+            sb = (sum((bits[i, b] - mb) ** 2 for i in range(n)) / n) ** 0.5
+            corrs.append(abs(cov / (sa * sb)))
+    counts = sorted(Counter(bytes(c) for c in np.asarray(codes, dtype=np.uint8)).values(), reverse=True)
+    return share, (sum(corrs) / len(corrs) if corrs else None), len(counts), counts[0], sum(counts[:10]) / n

@@ -82,9 +82,10 @@ ALLOWED = {
     "hashindex": {"errors", "codes", "threads", "fileio"},
     "codes": {"errors"},
     "preprocess": {"errors"},
-    "store": {"errors", "codes", "fileio", "files", "hashindex", "encode", "threads", "preprocess"},
+    "store": {"errors", "codes", "fileio", "files", "hashindex", "encode", "threads", "preprocess", "edits", "evaluate"},
+    "edits": {"errors"},
 }
-THIRD_PARTY_IN_FILES = {"numpy", "PIL"}
+THIRD_PARTY_IN_FILES = {"numpy", "PIL", "pillow_heif"}  # pillow_heif: the optional [heif] decoder plugin
 
 
 def hashtool_imports(path: Path) -> set[str]:

@@ -284,11 +284,13 @@ def test_cli_export(tiny_export, tmp_path):
         assert r.exit_code == 0, r.output
         # the folder holds 20 readable images (and 8 broken ones, skipped for parity)
         assert "wrote" in r.output and "20 images from" in r.output and "0 differ beyond epsilon" in r.output
+        assert "code health on the parity images: ones per bit min" in r.output and "distinct codes for 20 images" in r.output
         r = CliRunner().invoke(main, ["export", str(d / "m.pt"), str(tmp_path / "b.onnx"), "--output", "bits",
                                       "--parity-images", "20", "--json", "-q"])
         assert r.exit_code == 0, r.output
         out = json.loads(r.output)
         assert out["metadata"]["output"] == "bits" and out["parity"]["ok"] and out["parity"]["images"] == 20
+        assert out["parity"]["health"]["images"] == 20 and out["parity"]["health"]["bits"] == int(res.metadata["bits"])
     x = parity_images(pp, 30)
     np.testing.assert_array_equal(Encoder(tmp_path / "b.onnx").encode(x), Encoder(tmp_path / "e.onnx").encode(x))
     r = CliRunner().invoke(main, ["export", str(tmp_path / "none.pt"), str(tmp_path / "n.onnx")])

@@ -26,6 +26,7 @@ from hashtool import __version__
 
 # name -> "module:attribute". A command is listed here only once it works.
 COMMANDS: dict[str, str] = {
+    "calibrate": "hashtool.cli.calibrate:calibrate_cmd",
     "data": "hashtool.cli.data:data",
     "dups": "hashtool.cli.dups:dups",
     "eval": "hashtool.cli.eval:eval_cmd",
@@ -33,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "index": "hashtool.cli.index:index",
     "query": "hashtool.cli.query:query",
     "train": "hashtool.cli.train:train_cmd",
+    "watch": "hashtool.cli.watch:watch_cmd",
 }
 
 

@@ -91,6 +91,11 @@ def export_cmd(model, encoder, output, parity_images, parity_dir, epsilon, expor
         click.echo("parity check skipped (--parity-images 0)")
     else:
         click.echo(result.parity.summary())
+        if result.parity.health:
+            from hashtool.health import CodeHealth
+
+            for line in CodeHealth(**result.parity.health).lines():
+                click.echo(f"code health on the parity images: {line}")
         if not result.parity.ok:
             click.echo("WARNING: bits differ beyond epsilon (written because of --no-strict)", err=True)
 

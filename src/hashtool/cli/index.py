@@ -113,6 +113,8 @@ def _recorded_encoder_path(live, model) -> str:
 @json_option
 def info_cmd(index_path, show_failures, as_json):
     """Count, bits, encoder, search structure, size on disk and failures of an index."""
+    from hashtool.hashindex import load_index
+    from hashtool.health import code_health
     from hashtool.store import resolve_index_path
     from hashtool.store.store import IndexStore
 
@@ -121,6 +123,7 @@ def info_cmd(index_path, show_failures, as_json):
         meta = cat.get_meta()
         count = cat.count()
         failures = cat.failures()
+        health = code_health(load_index(gen.codes_path).codes(), meta.get("nbits"))
     info = {
         "index": str(store.path),
         "root": meta.get("root"),
@@ -132,6 +135,7 @@ def info_cmd(index_path, show_failures, as_json):
         "generation": gen.name,
         "updated": meta.get("updated"),
         "failures": len(failures),
+        "health": health.as_dict(),
     }
     if as_json:
         info["failed_files"] = [{"path": p, "reason": r} for p, r in failures]
@@ -145,6 +149,8 @@ def info_cmd(index_path, show_failures, as_json):
     click.echo(f"structure:  {info['structure']}")
     click.echo(f"on disk:    {human_bytes(info['size_bytes'])}")
     click.echo(f"failures:   {len(failures)} in the last build" + ("" if show_failures or not failures else " (--failures lists them)"))
+    for n, line in enumerate(health.lines()):
+        click.echo(("health:     " if n == 0 else "            ") + line)
     if show_failures:
         for p, r in failures:
             click.echo(f"  {p}: {r}")

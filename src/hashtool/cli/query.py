@@ -16,10 +16,11 @@ DEFAULT_K = 10
 @click.option("--model", type=click.Path(dir_okay=False), default=None, help="Check that the index was built with this encoder (refused otherwise).")
 @index_option
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None, help="Also write a page with thumbnails of the queries and their results.")
+@click.option("--tta", default=None, metavar="LIST", help="Also query with transformed copies (comma-separated: flip, flipv, rot90, rot180, rot270); each result keeps its smallest distance.")
 @threads_option
 @json_option
 @quiet_option
-def query(images, k, max_distance, model, index_path, html_path, threads, as_json, quiet):
+def query(images, k, max_distance, model, index_path, html_path, tta, threads, as_json, quiet):
     """Search the index for the images nearest to each IMAGE.
 
     Prints rank, Hamming distance and path for each result (sorted by distance, then by index order);
@@ -41,7 +42,7 @@ def query(images, k, max_distance, model, index_path, html_path, threads, as_jso
         meta = cat.get_meta()
         if model is not None:
             _check_model(model, meta, store)
-        results, names, failed = _search(gen, images, k, max_distance, threads, quiet)
+        results, names, failed = _search(gen, images, k, max_distance, tta, threads, quiet)
         paths = cat.paths_for({i for r in results for _, i in r})
     _print(results, names, paths, meta.get("root", ""), as_json, html_path, quiet)
     if failed:
@@ -59,7 +60,7 @@ def _check_model(model, meta, store) -> None:
         )
 
 
-def _search(gen, images, k, max_distance, threads, quiet):
+def _search(gen, images, k, max_distance, tta, threads, quiet):
     """(results [[(distance, id)] per readable query], their names, number of unreadable queries)."""
     import numpy as np
 
@@ -89,15 +90,20 @@ def _search(gen, images, k, max_distance, threads, quiet):
         if k > n:
             note(f"note: the index holds {n} images, fewer than -k {k}", quiet)
         dist, ids = index.search(codes, k)
-        return [[(int(d), int(i)) for d, i in zip(dist[q], ids[q]) if i >= 0] for q in range(len(names))], names, failed
-    lims, dist, ids = index.range_search(codes, max_distance)
-    results = []
-    for q, name in enumerate(names):
-        rows = list(zip(dist[lims[q] : lims[q + 1]].tolist(), ids[lims[q] : lims[q + 1]].tolist()))
-        if k is not None and len(rows) > k:
-            note(f"note: {name}: {len(rows)} results within distance {max_distance}, showing the first {k} (-k)", quiet)
-            rows = rows[:k]
-        results.append(rows)
+        results = [[(int(d), int(i)) for d, i in zip(dist[q], ids[q]) if i >= 0] for q in range(len(names))]
+    else:
+        lims, dist, ids = index.range_search(codes, max_distance)
+        results = []
+        for q, name in enumerate(names):
+            rows = list(zip(dist[lims[q] : lims[q + 1]].tolist(), ids[lims[q] : lims[q + 1]].tolist()))
+            if k is not None and len(rows) > k:
+                note(f"note: {name}: {len(rows)} results within distance {max_distance}, showing the first {k} (-k)", quiet)
+                rows = rows[:k]
+            results.append(rows)
+    if tta:
+        from hashtool.store.tta import parse_tta, tta_results
+
+        results = tta_results(index, encoder, names, parse_tta(tta), k, max_distance, results)
     return results, names, failed
 
 
@@ -117,5 +123,5 @@ def _print(results, names, paths, root, as_json, html_path, quiet) -> None:
         from hashtool.store.html import write_results_page
 
         pages = [(name, [(d, os.path.join(root, paths.get(i, ""))) for d, i in results[q]]) for q, name in enumerate(names)]
-        write_results_page(html_path, pages)
-        note(f"wrote {html_path}", quiet)
+        left_out = write_results_page(html_path, pages)
+        note(f"wrote {html_path}" + (f" ({left_out} result(s) not shown: the page holds at most 2000 thumbnails)" if left_out else ""), quiet)

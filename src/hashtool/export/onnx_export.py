@@ -131,6 +131,7 @@ class ParityReport:
     threshold: float
     max_abs_real_diff: float | None  # only when the graph outputs real values
     seconds: float
+    health: dict | None = None  # hashtool.health.code_health of the onnxruntime codes
 
     @property
     def equal_fraction(self) -> float:
@@ -284,9 +285,11 @@ def check_parity(graph: EncoderGraph, onnx_model, images: np.ndarray, *, source:
     """
     import onnxruntime as ort
 
-    from hashtool.codes import unpack
+    from hashtool.codes import pack, unpack
+    from hashtool.health import code_health
 
     t0 = time.perf_counter()
+    all_bits = []
     so = ort.SessionOptions()
     so.log_severity_level = 3
     sess = ort.InferenceSession(onnx_model if isinstance(onnx_model, bytes) else str(onnx_model), so,
@@ -311,6 +314,7 @@ def check_parity(graph: EncoderGraph, onnx_model, images: np.ndarray, *, source:
         else:
             bits_o = (out >= 0) if graph.rule == "sign" else (out > 0.5)
             max_real = max(max_real, float(np.abs(out - real_t).max()))
+        all_bits.append(bits_o)
         is_near = np.abs(real_t - threshold) <= epsilon
         mismatch = bits_o != bits_t
         compared += mismatch.size
@@ -324,6 +328,7 @@ def check_parity(graph: EncoderGraph, onnx_model, images: np.ndarray, *, source:
         near_threshold=near, differ_near_threshold=differ_near, differ_beyond_epsilon=differ_far,
         epsilon=float(epsilon), threshold=threshold, max_abs_real_diff=max_real if real_out else None,
         seconds=time.perf_counter() - t0,
+        health=code_health(pack(np.concatenate(all_bits)), nbits).as_dict() if all_bits else None,
     )
 
 

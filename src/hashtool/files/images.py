@@ -58,16 +58,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from hashtool.files import heif
 from hashtool.errors import ImageError
 from hashtool.preprocess import Preprocess
 
 # Pillow format names accepted after decoding (MPO: multi-picture JPEG written by many cameras).
-ALLOWED_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "GIF", "WEBP", "TIFF")
+ALLOWED_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "GIF", "WEBP", "TIFF") + heif.HEIF_FORMATS
 # Pillow plugins tried when opening; MPO is produced by the JPEG plugin itself.
 _OPEN_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
 
 # File name extensions (lower case) that folder walking picks up.
-SUPPORTED_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+SUPPORTED_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".gif", ".webp", ".tif", ".tiff"}) | heif.HEIF_EXTENSIONS
 
 # Largest image (width * height) decoded by default: 40 megapixels, about 120 MB as RGB.
 MAX_PIXELS = 40_000_000
@@ -211,10 +212,10 @@ def _open_checked(source, limit: int, *, name, target: Preprocess | None = None)
     # Pillow's own warning threshold unless the caller raises it.
     path = name
     try:
-        img = Image.open(source, formats=_OPEN_FORMATS)
+        img = Image.open(source, formats=heif.open_formats(_OPEN_FORMATS))
     except UnidentifiedImageError:
         raise ImageError(
-            f"{path}: not an image in a supported format ({', '.join(_OPEN_FORMATS)}), or its header is corrupt"
+            heif.missing_decoder(path) or f"{path}: not an image in a supported format ({', '.join(_OPEN_FORMATS)}), or its header is corrupt"
         ) from None
     except Image.DecompressionBombError as exc:
         raise ImageError(f"{path}: refused as a possible decompression bomb: {_reason(exc)}") from None

@@ -386,12 +386,17 @@ class Catalog:
         return {r[0]: r[1:] for r in self.conn.execute("SELECT path, id, size, mtime_ns, sha256 FROM files")}
 
     def paths_for(self, ids) -> dict[int, str]:
+        return {i: row[0] for i, row in self.files_for(ids).items()}
+
+    def files_for(self, ids) -> dict[int, tuple[str, int, int]]:
+        """id -> (path, size, mtime_ns) for the ids that are in the catalog."""
         ids = [int(i) for i in ids if int(i) >= 0]
-        out: dict[int, str] = {}
+        out: dict[int, tuple[str, int, int]] = {}
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            out.update(self.conn.execute(f"SELECT id, path FROM files WHERE id IN ({marks})", chunk).fetchall())
+            rows = self.conn.execute(f"SELECT id, path, size, mtime_ns FROM files WHERE id IN ({marks})", chunk)
+            out.update((r[0], r[1:]) for r in rows)
         return out
 
     def failures(self) -> list[tuple[str, str]]:
