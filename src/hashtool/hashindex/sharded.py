@@ -123,6 +123,11 @@ class ShardedIndex:
         return list(self._shards)
 
     @property
+    def structure(self) -> str:
+        """The class of new shards: "flat" or "mih"."""
+        return self._structure
+
+    @property
     def shard_size(self) -> int | None:
         return self._shard_size
 
