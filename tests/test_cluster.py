@@ -32,6 +32,7 @@ TIMEOUT = 60
 def client():
     cluster = distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},  # its HTTP server: loopback, any free port
         silence_logs=50, env={"HASHTOOL_THREADS": "1"}, timeout=TIMEOUT,
     )
     c = distributed.Client(cluster, timeout=TIMEOUT)
@@ -71,12 +72,10 @@ def _state(store):
     index = load_index(gen.codes_path, mmap=False)
     conn = sqlite3.connect(gen.catalog_path)
     try:
-        files = conn.execute("SELECT id, path, size, mtime_ns, sha256 FROM files ORDER BY id").fetchall()
-        failures = conn.execute("SELECT path, reason FROM failures ORDER BY path").fetchall()
         meta = dict(conn.execute("SELECT key, value FROM meta WHERE key != 'updated'").fetchall())
     finally:
         conn.close()
-    return {"ids": index.ids.tolist(), "codes": index.codes().tobytes(), "files": files, "failures": failures, "meta": meta}
+    return {"ids": index.ids.tolist(), "codes": index.codes().tobytes(), "meta": meta, **_state_catalog(store)}
 
 
 def _build(folder, path, encoder, encode_files, progress=None):
@@ -174,3 +173,50 @@ def test_a_killed_worker_mid_build_loses_nothing(client, encoder, folder, tmp_pa
     assert victim not in client.run(os.getpid).values()
     assert _state(IndexStore(tmp_path / "remote")) == _state(IndexStore(tmp_path / "local"))
     assert remote.total == local.total and remote.failures == local.failures
+
+
+def test_cli_scheduler_local_and_env_var_match_a_local_build(folder, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from hashtool.cli import main
+
+    runner = CliRunner()
+    r = runner.invoke(main, ["index", "build", str(folder), "--index", str(tmp_path / "local"), "--quiet"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(main, ["index", "build", str(folder), "--index", str(tmp_path / "remote"), "--scheduler", "local:2",
+                             "--shard-size", "40"])
+    assert r.exit_code == 0, r.output
+    assert "encoding on 2 Dask worker(s) of local:2" in r.output  # stderr is mixed in by CliRunner
+    remote, local = IndexStore(tmp_path / "remote"), IndexStore(tmp_path / "local")
+    assert remote.current().shards_path.is_file()
+    # the catalogs agree row for row; the sharded codes equal the single file's
+    want, got = _state(local), {**_state_catalog(remote), "codes": remote.current().open_codes().codes().tobytes()}
+    assert {k: got[k] for k in ("files", "failures", "codes")} == {k: want[k] for k in ("files", "failures", "codes")}
+
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "local:nope")
+    r = runner.invoke(main, ["index", "build", str(folder), "--index", str(tmp_path / "env")])
+    assert r.exit_code != 0 and "local:N" in r.output
+
+
+def _state_catalog(store):
+    conn = sqlite3.connect(store.current().catalog_path)
+    try:
+        return {
+            "files": conn.execute("SELECT id, path, size, mtime_ns, sha256 FROM files ORDER BY id").fetchall(),
+            "failures": conn.execute("SELECT path, reason FROM failures ORDER BY path").fetchall(),
+        }
+    finally:
+        conn.close()
+
+
+def test_addresses_are_checked_and_an_unreachable_scheduler_is_named():
+    from hashtool.cluster import connect, parse_address
+
+    assert parse_address("local:3") == ("local", 3)
+    assert parse_address(" tcp://10.0.0.5:8786 ") == ("remote", "tcp://10.0.0.5:8786")
+    for bad in ("", "local:0", "local", "localhost4"):
+        with pytest.raises(ArgumentError):
+            parse_address(bad)
+    with pytest.raises(ClusterError, match="tcp://127.0.0.1:9"):
+        with connect("tcp://127.0.0.1:9", timeout=2):
+            pass

@@ -28,7 +28,6 @@ def dups(folder, max_distance, model, index_path, threads, as_json, quiet):
 
     from hashtool.cli.index import run_build
     from hashtool.errors import HashtoolError
-    from hashtool.hashindex import load_index
     from hashtool.store import resolve_index_path
     from hashtool.store.dups import components, pairs_from_range
     from hashtool.store.store import IndexStore
@@ -38,7 +37,7 @@ def dups(folder, max_distance, model, index_path, threads, as_json, quiet):
     store = IndexStore(resolve_index_path(index_path))
     try:
         gen = store.current()
-        index = load_index(gen.codes_path, mmap=False)
+        index = gen.open_codes(mmap=False)
         with gen.catalog() as cat:
             root = cat.get_meta()["root"]
             ids = np.asarray(index.ids, dtype=np.int64)

@@ -33,10 +33,12 @@ def index():
 @click.option("--strict", is_flag=True, help="Abort on the first unreadable image (the existing index is kept).")
 @click.option("--structure", type=click.Choice(["auto", "flat", "mih"]), default="auto", show_default=True, help="Search structure: exhaustive scan, multi-index hashing, or chosen by size.")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=64, show_default=True)
+@click.option("--scheduler", envvar="DASK_SCHEDULER_ADDRESS", default=None, metavar="ADDRESS", help="Encode on a Dask cluster: tcp://HOST:PORT of its scheduler, or local:N for N worker processes here (needs hashtool[cluster]; FOLDER must be readable by every worker at the same path). Default: $DASK_SCHEDULER_ADDRESS, else encode in this process.")
+@click.option("--shard-size", type=click.IntRange(min=0), default=None, metavar="N", help="Store the codes as shards of at most N codes, one index file each (0: one file). Default: as the index was built, one file for a new index.")
 @threads_option
 @json_option
 @quiet_option
-def build_cmd(folder, model, index_path, exclude, follow_symlinks, strict, structure, batch_size, threads, as_json, quiet):
+def build_cmd(folder, model, index_path, exclude, follow_symlinks, strict, structure, batch_size, scheduler, shard_size, threads, as_json, quiet):
     """Index every image below FOLDER, or bring an existing index up to date.
 
     Walks FOLDER recursively (hidden files and folders and `._*` skipped, symlinks not followed unless
@@ -45,7 +47,8 @@ def build_cmd(folder, model, index_path, exclude, follow_symlinks, strict, struc
     cannot be read is reported on stderr with its reason, logged in the index and counted; it never
     aborts the build unless --strict. The index on disk is replaced atomically: a crash leaves the old one.
     """
-    report = run_build(folder, model, index_path, exclude, follow_symlinks, strict, structure, batch_size, threads, quiet)
+    report = run_build(folder, model, index_path, exclude, follow_symlinks, strict, structure, batch_size, threads, quiet,
+                       scheduler=scheduler, shard_size=shard_size)
     report_failures(report.failures, quiet, report.index)
     if as_json:
         emit_json(report.as_dict())
@@ -60,8 +63,10 @@ def build_cmd(folder, model, index_path, exclude, follow_symlinks, strict, struc
 
 
 def run_build(folder, model, index_path, exclude=(), follow_symlinks=False, strict=False, structure="auto",
-              batch_size=64, threads=None, quiet=False):
+              batch_size=64, threads=None, quiet=False, scheduler=None, shard_size=None):
     """Build or update an index (the body of `index build`, also used by `dups`); returns the BuildReport."""
+    import contextlib
+
     from hashtool.cli.progress import Progress
     from hashtool.encode import SUPPORTED_EXTENSIONS
     from hashtool.errors import HashtoolError
@@ -71,6 +76,7 @@ def run_build(folder, model, index_path, exclude=(), follow_symlinks=False, stri
 
     store = IndexStore(resolve_index_path(index_path))
     bar = Progress("encoding", quiet=quiet)
+    cluster = contextlib.ExitStack()
     try:
         live = store.current_or_none()
         if model is None:
@@ -80,15 +86,30 @@ def run_build(folder, model, index_path, exclude=(), follow_symlinks=False, stri
             label = str(model)
         encoder = open_encoder(model, threads)
         info = EncoderInfo(path=label, sha256=encoder.sha256, nbits=encoder.nbits, method=encoder.method)
+        encode_files = encode_files_fn(encoder, batch_size)
+        if scheduler:
+            encode_files = _cluster_encode_files(cluster, scheduler, encoder, batch_size, quiet)
         return build(
-            folder, store, info, encode_files_fn(encoder, batch_size),
+            folder, store, info, encode_files,
             exclude=exclude, follow_symlinks=follow_symlinks, strict=strict, structure=structure,
             extensions=SUPPORTED_EXTENSIONS, threads=threads, progress=bar.update, log=lambda m: note(m, quiet),
+            shard_size=shard_size,
         )
     except HashtoolError as exc:
         raise fail(exc) from exc
     finally:
         bar.close()
+        cluster.close()
+
+
+def _cluster_encode_files(stack, scheduler, encoder, batch_size, quiet):
+    """Connect to ``scheduler`` (kept open until ``stack`` closes) and return its encode_files callable."""
+    from hashtool.cluster import connect, dask_encode_files
+
+    client = stack.enter_context(connect(scheduler))
+    workers = client.scheduler_info()["workers"]
+    note(f"encoding on {len(workers)} Dask worker(s) of {scheduler}", quiet)
+    return dask_encode_files(client, encoder, batch_size=batch_size)
 
 
 def _recorded_encoder_path(live, model) -> str:

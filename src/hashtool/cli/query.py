@@ -29,7 +29,6 @@ def query(images, k, max_distance, model, index_path, html_path, threads, as_jso
 
     from hashtool.encode import load_image
     from hashtool.errors import HashtoolError, ImageError
-    from hashtool.hashindex import load_index
     from hashtool.store import resolve_index_path
     from hashtool.fileio import sha256_file
     from hashtool.store.store import IndexStore
@@ -52,7 +51,7 @@ def query(images, k, max_distance, model, index_path, html_path, threads, as_jso
         from hashtool.encode import Encoder
 
         encoder = Encoder(gen.encoder_path, threads=threads)
-        index = load_index(gen.codes_path, mmap=True)
+        index = gen.open_codes(mmap=True)
         if threads:
             index.threads = threads
     except HashtoolError as exc:

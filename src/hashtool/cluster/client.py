@@ -40,8 +40,9 @@ def _import_distributed():
 def connect(address: str, *, timeout: float = 30.0, threads_per_worker: int = 1):
     """Yield a ``distributed.Client`` for ``address``; closes it (and a cluster it started) on exit.
 
-    ``local:N`` starts N worker processes on 127.0.0.1 (no dashboard), each with ``threads_per_worker``
-    task threads and an equal share of this process's CPUs for its encoder (``HASHTOOL_THREADS``).
+    ``local:N`` starts N worker processes on 127.0.0.1 (no dashboard; the scheduler's HTTP server on a free
+    loopback port), each with ``threads_per_worker`` task threads and an equal share of this process's
+    CPUs for its encoder (``HASHTOOL_THREADS``).
     """
     kind, where = parse_address(address)
     distributed = _import_distributed()
@@ -53,7 +54,7 @@ def connect(address: str, *, timeout: float = 30.0, threads_per_worker: int = 1)
             share = max(1, available_cpus() // (int(where) * threads_per_worker))
             cluster = distributed.LocalCluster(
                 n_workers=int(where), threads_per_worker=threads_per_worker, processes=True, host="127.0.0.1",
-                dashboard_address=None, silence_logs=logging.ERROR, env={"HASHTOOL_THREADS": str(share)},
+                dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}, silence_logs=logging.ERROR, env={"HASHTOOL_THREADS": str(share)},
             )
             client = distributed.Client(cluster, timeout=timeout)
         else:

@@ -91,12 +91,18 @@ def build(
     threads: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     log: Callable[[str], None] | None = None,
+    shard_size: int | None = None,
 ) -> BuildReport:
-    """Build or update the index in ``store`` from ``folder``; see the module docstring."""
-    from hashtool.hashindex import load_index
+    """Build or update the index in ``store`` from ``folder``; see the module docstring.
+
+    ``shard_size``: write the codes as shards of at most this many codes (hashtool.hashindex.ShardedIndex);
+    0 writes one index file; None keeps the live generation's choice (one file for a new index).
+    """
 
     t0 = time.perf_counter()
     log = log or (lambda msg: None)
+    if shard_size is not None and (isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 0):
+        raise ArgumentError(f"--shard-size must be a whole number of codes >= 0 (0: one index file), got {shard_size!r}")
     walked = walk_images(folder, extensions, exclude=exclude, follow_symlinks=follow_symlinks)
     root = str(walked.root)
     report = BuildReport(index=str(store.path), root=root, ignored=walked.ignored)
@@ -201,6 +207,7 @@ def build(
     report.updated = len(new_rows) - report.added
 
     changed = bool(new_rows or drop_ids or deleted or touch) or live is None
+    changed = changed or (shard_size is not None and shard_size != _live_shard_size(live))
     failures_changed = {p for p, _ in report.failures} != old_failures
     if not changed and not failures_changed:
         report.total = len(old_files)
@@ -211,7 +218,7 @@ def build(
 
     # write the new generation
     if live is not None:
-        old_index = load_index(live.codes_path, mmap=False)
+        old_index = live.open_codes(mmap=False)
         gone = np.array(drop_ids + deleted, dtype=np.int64)
         if len(gone):
             old_index.remove(gone)
@@ -224,6 +231,7 @@ def build(
     report.structure = write_generation(
         store, live, root, encoder, all_codes, all_ids, next_id, new_rows, drop_ids + deleted, touch,
         report.failures, structure, threads, log_lines=lambda: _log_lines(report, time.perf_counter() - t0),
+        shard_size=_live_shard_size(live) if shard_size is None else shard_size,
     )
     report.seconds = time.perf_counter() - t0
     report.committed = True
@@ -231,21 +239,26 @@ def build(
 
 
 def write_generation(store, live, root, encoder, all_codes, all_ids, next_id, new_rows, gone_ids, touch,
-                     failures, structure="auto", threads=None, log_lines=None) -> str:
+                     failures, structure="auto", threads=None, log_lines=None, shard_size=0) -> str:
     """Write a complete generation (codes, catalog, encoder, log) and make it live; returns the structure.
 
     ``all_codes``/``all_ids`` are every code of the new generation; ``new_rows`` (id, path, size, mtime,
     sha256), ``gone_ids`` and ``touch`` (mtime, id, path) are the catalog changes against ``live``.
+    ``shard_size`` > 0 writes shards of that many codes instead of one index file.
     """
-    from hashtool.hashindex import FlatIndex, MIHIndex
+    from hashtool.hashindex import FlatIndex, MIHIndex, ShardedIndex
 
     gen = store.new_generation()
     try:
-        kind = _choose_structure(structure, len(all_ids))
-        index = MIHIndex(encoder.nbits, threads=threads) if kind == "mih" else FlatIndex(encoder.nbits, threads=threads)
+        if shard_size:
+            kind = _choose_structure(structure, min(len(all_ids), shard_size))
+            index = ShardedIndex(encoder.nbits, shard_size=shard_size, structure=kind, threads=threads)
+        else:
+            kind = _choose_structure(structure, len(all_ids))
+            index = MIHIndex(encoder.nbits, threads=threads) if kind == "mih" else FlatIndex(encoder.nbits, threads=threads)
         if len(all_ids):
             index.add(all_codes, all_ids)
-        index.save(gen.codes_path)
+        index.save(gen.shards_path if shard_size else gen.codes_path)
         _write_catalog(gen, live, root, encoder, next_id, new_rows, gone_ids, touch, failures, kind)
         _link_or_copy(Path(encoder.path) if live is None else live.encoder_path, gen.encoder_path)
         gen.log_path.write_text("\n".join(log_lines() if log_lines else []) + "\n")
@@ -254,6 +267,14 @@ def write_generation(store, live, root, encoder, all_codes, all_ids, next_id, ne
         store.discard(gen)
         raise
     return kind
+
+
+def _live_shard_size(live: Generation | None) -> int:
+    if live is None or not live.shards_path.is_file():
+        return 0
+    from hashtool.hashindex.sharded import read_manifest
+
+    return int(read_manifest(live.shards_path).get("shard_size") or 0)
 
 
 def _current_structure(live: Generation | None) -> str:
