@@ -96,6 +96,17 @@ def test_distributed_encode_returns_what_the_local_encoder_returns(client, encod
     assert seen == sorted(seen) and seen[-1] == len(paths)  # progress counts up to every file
 
 
+def test_the_same_paths_encoded_again_at_once_do_not_hang(client, encoder, folder):
+    """Runs back to back submit the same work while the scheduler may still be forgetting the last run's keys."""
+    paths = sorted(str(p) for p in (folder / "gen").rglob("*.png"))[:40]
+    fn = dask_encode_files(client, encoder, files_per_task=5, timeout=TIMEOUT)
+    first = fn(paths, lambda n: None)
+    for _ in range(4):
+        again = fn(paths, lambda n: None)
+        np.testing.assert_array_equal(again[0], first[0])
+        np.testing.assert_array_equal(again[1], first[1])
+
+
 def test_distributed_build_equals_local_build_and_updates_incrementally(client, encoder, folder, tmp_path):
     local = _build(folder, tmp_path / "local", encoder, encode_files_fn(encoder))
     remote = _build(folder, tmp_path / "remote", encoder, dask_encode_files(client, encoder, files_per_task=16, timeout=TIMEOUT))

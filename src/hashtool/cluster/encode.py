@@ -112,17 +112,20 @@ def _run_tasks(client, batch_fn, blob, sha256, paths, batch_size, files_per_task
     starts = list(range(0, len(paths), files_per_task))
     if not starts:
         return np.zeros((0, nbytes), dtype=np.uint8), np.zeros(0, dtype=np.int64), []
-    blob_future = client.scatter(blob, broadcast=True, hash=True)
-    futures = {
-        client.submit(batch_fn, blob_future, sha256, paths[s : s + files_per_task], batch_size, threads, pure=True): c
-        for c, s in enumerate(starts)
-    }
+    # a fresh key for every run (hash=False): the keys of its tasks, derived from it, never meet the keys of an
+    # earlier run that the scheduler may still be forgetting (a released key scattered again can be lost)
+    blob_future = client.scatter(blob, broadcast=True, hash=False)
+    chunks = [paths[s : s + files_per_task] for s in starts]
+    n = len(chunks)
+    submitted = client.map(batch_fn, [blob_future] * n, [sha256] * n, chunks, [batch_size] * n, [threads] * n, pure=True)
+    futures = {f: c for c, f in enumerate(submitted)}  # one message submits them all
+    del submitted
     answers: list = [None] * len(starts)
     done = 0
     try:
-        for fut in as_completed(list(futures), timeout=timeout):
+        for fut, answer in as_completed(list(futures), with_results=True, timeout=timeout):
             c = futures.pop(fut)
-            answers[c] = fut.result()
+            answers[c] = answer
             fut.release()
             done += min(files_per_task, len(paths) - starts[c])
             progress(done)
