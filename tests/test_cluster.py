@@ -231,3 +231,18 @@ def test_addresses_are_checked_and_an_unreachable_scheduler_is_named():
     with pytest.raises(ClusterError, match="tcp://127.0.0.1:9"):
         with connect("tcp://127.0.0.1:9", timeout=2):
             pass
+
+
+def test_real_process_with_local_workers(tmp_path):
+    """`hashtool index build --scheduler local:2` as a user runs it: the worker processes start from the CLI."""
+    import subprocess
+    import sys
+
+    shutil.copytree(DATA, tmp_path / "img")
+    cmd = [sys.executable, "-m", "hashtool", "index", "build", str(tmp_path / "img"), "--json", "--quiet"]
+    out = subprocess.run(cmd + ["--index", str(tmp_path / "remote"), "--scheduler", "local:2"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    local = subprocess.run(cmd + ["--index", str(tmp_path / "local")], capture_output=True, text=True, timeout=120)
+    assert local.returncode == 0, local.stderr
+    assert _state(IndexStore(tmp_path / "remote"))["codes"] == _state(IndexStore(tmp_path / "local"))["codes"]
+    assert _state_catalog(IndexStore(tmp_path / "remote")) == _state_catalog(IndexStore(tmp_path / "local"))
