@@ -164,6 +164,39 @@ def bench_search(client, work: Path, n: int, shards: int, threads: int, repeats:
     return out
 
 
+def markdown(r: dict) -> str:
+    """The tables of RESULTS.md's Cluster section from a result dict."""
+    b, c, s = r["build"], r["client"], r["search"]
+    lines = [
+        f"Load average (1, 5, 15 min) before: {', '.join(f'{x:.2f}' for x in r['load_before'])}; after: "
+        f"{', '.join(f'{x:.2f}' for x in r['load_after'])}. Cluster start-up ({r['args']['workers']} workers): {r['cluster_start_s']:.1f} s.",
+        "",
+        "| build of the folder | wall s | images/s (whole build) | images/s (encoding) |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for name in ("local", "cluster_first", "cluster_second"):
+        x = b[name]
+        lines.append(f"| {name} | {x['wall_s']:.2f} | {x['images_per_s']:.0f} | {x['encode_images_per_s']:.0f} |")
+    lines += [
+        "",
+        f"Results identical to the local build (codes, catalog rows, failures): {b['identical']}.",
+        "",
+        f"| client cost, {c['files']} files, {c['files_per_task']} per task | s | files/s |",
+        "| --- | ---: | ---: |",
+        f"| walk (`walk_images`) | {c['walk_s']:.2f} | {c['walk_files_per_s']:.0f} |",
+        f"| cut, submit, gather, assemble (no-op workers), wall | {c['dispatch_gather_s']:.2f} | {c['dispatch_gather_files_per_s']:.0f} |",
+        f"| the same, CPU of client + scheduler | {c['dispatch_gather_cpu_s']:.2f} | {c['dispatch_gather_cpu_files_per_s']:.0f} |",
+        f"| whole `build()` with a no-op local encoder | {c['build_noop_s']:.2f} | {c['build_noop_files_per_s']:.0f} |",
+        "",
+        f"| search, {s['codes']:,} x 64 bits, k = 10 | nq = 1, ms | nq = 100, ms |",
+        "| --- | ---: | ---: |",
+    ]
+    for name, label in (("flat", f"FlatIndex, {s['threads']} threads"), ("sharded_threads", f"ShardedIndex, {s['shards']} shards, threads"),
+                        ("sharded_dask", f"DaskShardedIndex, {s['shards']} shard actors")):
+        lines.append(f"| {label} | {s[f'{name}_nq1_ms']:.1f} | {s[f'{name}_nq100_ms']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--images", type=int, default=2000)
@@ -193,6 +226,8 @@ def main(argv=None) -> None:
     result["load_after"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
+    args.out.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
     print(f"wrote {args.out}; load average before {result['load_before']}, after {result['load_after']}")
 
 
