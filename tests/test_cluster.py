@@ -186,6 +186,20 @@ def test_a_killed_worker_mid_build_loses_nothing(client, encoder, folder, tmp_pa
     assert remote.total == local.total and remote.failures == local.failures
 
 
+def test_a_shard_actor_on_a_killed_worker_is_a_cluster_error(client):
+    index = ShardedIndex(64, shard_size=30)
+    index.add(np.random.default_rng(5).integers(0, 256, size=(120, 8), dtype=np.uint8))
+    remote = DaskShardedIndex.from_index(client, index)
+    np.testing.assert_array_equal(remote.search(index.codes()[:3], 4)[1], index.search(index.codes()[:3], 4)[1])
+    os.kill(sorted(client.run(os.getpid).values())[0], signal.SIGKILL)
+    deadline = time.monotonic() + TIMEOUT
+    with pytest.raises(ClusterError, match="open the index again"):
+        while time.monotonic() < deadline:  # until the scheduler has noticed the death
+            remote.search(index.codes()[:3], 4)
+            time.sleep(0.2)
+    client.wait_for_workers(2, timeout=TIMEOUT)
+
+
 def test_cli_scheduler_local_and_env_var_match_a_local_build(folder, tmp_path, monkeypatch):
     from click.testing import CliRunner
 

@@ -85,7 +85,7 @@ class DaskShardedIndex:
         try:
             pending = [getattr(a, method)(*args) for a in self._actors]  # all sent before any answer is awaited
             return [p.result() for p in pending]
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, RuntimeError) as exc:  # RuntimeError: "Worker holding Actor was lost"
             raise ClusterError(
                 f"a shard actor did not answer ({type(exc).__name__}: {str(exc)[:200]}); its worker may have died: "
                 "open the index again"
