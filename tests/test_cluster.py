@@ -12,6 +12,8 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 distributed = pytest.importorskip("distributed")
 
@@ -80,6 +82,30 @@ def _state(store):
 
 def _build(folder, path, encoder, encode_files, progress=None):
     return build(folder, IndexStore(path), _info(encoder), encode_files, extensions=SUPPORTED_EXTENSIONS, progress=progress)
+
+
+@given(st.integers(0, 60), st.integers(1, 20), st.integers(0, 2**32 - 1))
+def test_assemble_puts_task_answers_back_in_path_order(n, per_task, seed):
+    """Against the one-piece answer: random failures, random task size, answers of 0..per_task codes."""
+    from hashtool.cluster.encode import assemble
+
+    rng = np.random.default_rng(seed)
+    failed = rng.random(n) < 0.3
+    codes = rng.integers(0, 256, size=(n, 4), dtype=np.uint8)
+    want_pos = np.flatnonzero(~failed)
+    want_fail = [(int(i), f"reason {i}") for i in np.flatnonzero(failed)]
+    starts = list(range(0, n, per_task))
+    answers = []
+    for s in starts:
+        local = np.arange(s, min(n, s + per_task))
+        ok = local[~failed[local]]
+        answers.append((codes[ok], ok - s, [(int(i - s), f"reason {i}") for i in local[failed[local]]]))
+    if not starts:
+        return
+    got_codes, got_pos, got_fail = assemble(answers, starts, 4)
+    np.testing.assert_array_equal(got_pos, want_pos)
+    np.testing.assert_array_equal(got_codes, codes[want_pos])
+    assert got_fail == want_fail
 
 
 def test_distributed_encode_returns_what_the_local_encoder_returns(client, encoder, folder):
