@@ -143,13 +143,22 @@ def test_shard_files_are_ordinary_indexes_and_bad_manifests_are_named(tmp_path):
         ShardedIndex.load(tmp_path / "missing.shards")
 
 
-def test_load_rejects_an_id_in_two_shards(tmp_path):
+@pytest.mark.parametrize("ids_a, ids_b, ok", [
+    ([0, 1], [1, 2], False),  # ranges touch at a shared id
+    ([0, 5], [2, 5], False),  # overlapping ranges, a shared id
+    ([0, 5], [2, 3], True),  # overlapping ranges, no shared id
+    ([4, 9], [0, 3], True),  # disjoint ranges in the other order
+])
+def test_load_rejects_an_id_in_two_shards(tmp_path, ids_a, ids_b, ok):
     a, b = FlatIndex(16), FlatIndex(16)
-    a.add(np.zeros((2, 2), np.uint8), [0, 1])
-    b.add(np.ones((2, 2), np.uint8), [1, 2])
+    a.add(np.zeros((2, 2), np.uint8), ids_a)
+    b.add(np.ones((2, 2), np.uint8), ids_b)
     ShardedIndex(16, shards=[a, b]).save(tmp_path / "s.shards")
-    with pytest.raises(IndexFormatError, match="two shards"):
-        ShardedIndex.load(tmp_path / "s.shards")
+    if ok:
+        assert len(ShardedIndex.load(tmp_path / "s.shards")) == 4
+    else:
+        with pytest.raises(IndexFormatError, match="two shards"):
+            ShardedIndex.load(tmp_path / "s.shards")
 
 
 def test_merges_break_ties_by_id_across_shards():

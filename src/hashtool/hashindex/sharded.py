@@ -288,11 +288,19 @@ class ShardedIndex:
             shards.append(shard)
         index = cls(manifest["nbits"], shard_size=manifest.get("shard_size"), structure=manifest.get("structure", "flat"),
                     threads=threads, shards=shards)
-        if verify and len(shards) > 1:
-            all_ids = np.concatenate([np.asarray(s.ids) for s in shards])
-            if np.unique(all_ids).shape[0] != all_ids.shape[0]:
-                raise IndexFormatError(f"{path}: an id is stored in two shards; the shard set is corrupted, rebuild it")
+        if verify and not _ids_disjoint(shards):
+            raise IndexFormatError(f"{path}: an id is stored in two shards; the shard set is corrupted, rebuild it")
         return index
+
+
+def _ids_disjoint(shards) -> bool:
+    """No id in two shards. Each shard's ids are sorted, so shards whose id ranges do not overlap (the usual
+    case: ids appended in order) are checked in O(shards); otherwise all ids are sorted once."""
+    ranges = sorted((int(s.ids[0]), int(s.ids[-1])) for s in shards if len(s))
+    if all(a[1] < b[0] for a, b in zip(ranges, ranges[1:])):
+        return True
+    all_ids = np.concatenate([np.asarray(s.ids) for s in shards])
+    return np.unique(all_ids).shape[0] == all_ids.shape[0]
 
 
 def shard_file_name(manifest_path, i: int) -> str:
