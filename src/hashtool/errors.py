@@ -35,3 +35,7 @@ class ModelError(HashtoolError):
 
 class DatasetError(HashtoolError):
     """A dataset cannot be found or read."""
+
+
+class ClusterError(HashtoolError):
+    """A Dask cluster cannot be reached, or lost the work it was given (see :mod:`hashtool.cluster`)."""

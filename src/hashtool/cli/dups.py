@@ -70,7 +70,6 @@ def _dups(folder, max_distance, model, tta, html_path, keep, move_to, manifest, 
     import numpy as np
 
     from hashtool.cli.index import run_build
-    from hashtool.hashindex import load_index
     from hashtool.store import resolve_index_path
     from hashtool.store.calibrate import dups_radius
     from hashtool.store.dups import find_groups
@@ -82,7 +81,7 @@ def _dups(folder, max_distance, model, tta, html_path, keep, move_to, manifest, 
     report_failures(report.failures, quiet, report.index)
     store = IndexStore(resolve_index_path(index_path))
     with store.reading() as gen, gen.catalog() as cat:
-        index = load_index(gen.codes_path, mmap=False)
+        index = gen.open_codes(mmap=False)
         meta = cat.get_meta()
         root = meta["root"]
         if max_distance is None:

@@ -34,12 +34,14 @@ def index():
 @click.option("--strict", is_flag=True, help="Abort on the first unreadable image (the existing index is kept).")
 @click.option("--structure", type=click.Choice(["auto", "flat", "mih"]), default="auto", show_default=True, help="Search structure: exhaustive scan, multi-index hashing, or chosen by size.")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=64, show_default=True)
+@click.option("--scheduler", envvar="DASK_SCHEDULER_ADDRESS", default=None, metavar="ADDRESS", help="Encode on a Dask cluster: tcp://HOST:PORT of its scheduler, or local:N for N worker processes here (needs hashtool[cluster]; FOLDER must be readable by every worker at the same path). Default: $DASK_SCHEDULER_ADDRESS, else encode in this process.")
+@click.option("--shard-size", type=click.IntRange(min=0), default=None, metavar="N", help="Store the codes as shards of at most N codes, one index file each (0: one file). Default: as the index was built, one file for a new index.")
 @threads_option
 @no_wait_option
 @json_option
 @quiet_option
-def build_cmd(folder, model, index_path, exclude, no_exclude, follow_symlinks, strict, structure, batch_size, threads,
-              no_wait, as_json, quiet):
+def build_cmd(folder, model, index_path, exclude, no_exclude, follow_symlinks, strict, structure, batch_size, scheduler,
+              shard_size, threads, no_wait, as_json, quiet):
     """Index every image below FOLDER, or bring an existing index up to date.
 
     Walks FOLDER recursively (hidden files and folders and `._*` skipped, symlinks not followed unless
@@ -54,7 +56,7 @@ def build_cmd(folder, model, index_path, exclude, no_exclude, follow_symlinks, s
         raise click.UsageError("--exclude and --no-exclude contradict each other; give one")
     walk_exclude = () if no_exclude else (exclude or None)
     report = run_build(folder, model, index_path, walk_exclude, follow_symlinks, strict, structure, batch_size, threads,
-                       quiet, wait=not no_wait)
+                       quiet, wait=not no_wait, scheduler=scheduler, shard_size=shard_size)
     report_failures(report.failures, quiet, report.index)
     if as_json:
         emit_json(report.as_dict())
@@ -69,10 +71,12 @@ def build_cmd(folder, model, index_path, exclude, no_exclude, follow_symlinks, s
 
 
 def run_build(folder, model, index_path, exclude=None, follow_symlinks=None, strict=False, structure="auto",
-              batch_size=64, threads=None, quiet=False, wait=True):
+              batch_size=64, threads=None, quiet=False, wait=True, scheduler=None, shard_size=None):
     """Build or update an index (the body of `index build`, also used by `dups`); returns the BuildReport.
 
     ``exclude``/``follow_symlinks`` of None reuse the walk options stored in the index."""
+    import contextlib
+
     from hashtool.cli.progress import Progress
     from hashtool.files import SUPPORTED_EXTENSIONS
     from hashtool.store import default_encoder_path, resolve_index_path
@@ -81,6 +85,7 @@ def run_build(folder, model, index_path, exclude=None, follow_symlinks=None, str
 
     store = IndexStore(resolve_index_path(index_path))
     bar = Progress("encoding", quiet=quiet)
+    cluster = contextlib.ExitStack()
     try:
         if model is not None:
             label, encoder = str(model), open_encoder(model, threads)
@@ -92,13 +97,28 @@ def run_build(folder, model, index_path, exclude=None, follow_symlinks=None, str
             with store.reading() as live:
                 label, encoder = _recorded_encoder_path(live, live.encoder_path), open_encoder(live.encoder_path, threads)
         info = EncoderInfo(path=label, sha256=encoder.sha256, nbits=encoder.nbits, method=encoder.method)
+        encode_files = encode_files_fn(encoder, batch_size)
+        if scheduler:
+            encode_files = _cluster_encode_files(cluster, scheduler, encoder, batch_size, quiet)
         return build(
-            folder, store, info, encode_files_fn(encoder, batch_size),
+            folder, store, info, encode_files,
             exclude=exclude, follow_symlinks=follow_symlinks, strict=strict, structure=structure,
             extensions=SUPPORTED_EXTENSIONS, threads=threads, wait=wait, progress=bar.update, log=lambda m: note(m, quiet),
+            shard_size=shard_size,
         )
     finally:
         bar.close()
+        cluster.close()
+
+
+def _cluster_encode_files(stack, scheduler, encoder, batch_size, quiet):
+    """Connect to ``scheduler`` (kept open until ``stack`` closes) and return its encode_files callable."""
+    from hashtool.cluster import connect, dask_encode_files
+
+    client = stack.enter_context(connect(scheduler))
+    workers = client.scheduler_info()["workers"]
+    note(f"encoding on {len(workers)} Dask worker(s) of {scheduler}", quiet)
+    return dask_encode_files(client, encoder, batch_size=batch_size)
 
 
 def _recorded_encoder_path(live, model) -> str:
@@ -113,7 +133,6 @@ def _recorded_encoder_path(live, model) -> str:
 @json_option
 def info_cmd(index_path, show_failures, as_json):
     """Count, bits, encoder, search structure, size on disk and failures of an index."""
-    from hashtool.hashindex import load_index
     from hashtool.health import code_health
     from hashtool.store import resolve_index_path
     from hashtool.store.store import IndexStore
@@ -123,7 +142,7 @@ def info_cmd(index_path, show_failures, as_json):
         meta = cat.get_meta()
         count = cat.count()
         failures = cat.failures()
-        health = code_health(load_index(gen.codes_path).codes(), meta.get("nbits"))
+        health = code_health(gen.open_codes().codes(), meta.get("nbits"))
     info = {
         "index": str(store.path),
         "root": meta.get("root"),

@@ -67,10 +67,9 @@ def _search(gen, images, k, max_distance, tta, threads, quiet):
     from hashtool.encode import Encoder
     from hashtool.errors import ImageError
     from hashtool.files import load_image
-    from hashtool.hashindex import load_index
 
     encoder = Encoder(gen.encoder_path, threads=threads)
-    index = load_index(gen.codes_path, mmap=True)
+    index = gen.open_codes(mmap=True)
     if threads:
         index.threads = threads
     arrays, names, failed = [], [], 0

@@ -20,8 +20,9 @@ from hashtool.errors import IndexFormatError
 from hashtool.hashindex._base import BaseIndex
 from hashtool.hashindex.flat import FlatIndex
 from hashtool.hashindex.mih import MIHIndex
+from hashtool.hashindex.sharded import ShardedIndex
 
-__all__ = ["BaseIndex", "FlatIndex", "MIHIndex", "load_index", "warmup"]
+__all__ = ["BaseIndex", "FlatIndex", "MIHIndex", "ShardedIndex", "load_index", "warmup"]
 
 _CLASSES = {1: FlatIndex, 2: MIHIndex}
 

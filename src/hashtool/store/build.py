@@ -119,14 +119,19 @@ def build(
     wait: bool = True,
     progress: Callable[[int, int], None] | None = None,
     log: Callable[[str], None] | None = None,
+    shard_size: int | None = None,
 ) -> BuildReport:
     """Build or update the index in ``store`` from ``folder``; see the module docstring.
 
     ``exclude``/``follow_symlinks`` of None reuse the index's stored walk options (none for a new index).
     ``wait=False`` fails with IndexLockedError at once if another writer holds the index.
+    ``shard_size``: write the codes as shards of at most this many codes (hashtool.hashindex.ShardedIndex);
+    0 writes one index file; None keeps the live generation's choice (one file for a new index).
     """
     t0 = time.perf_counter()
     log = log or (lambda msg: None)
+    if shard_size is not None and (isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 0):
+        raise ArgumentError(f"--shard-size must be a whole number of codes >= 0 (0: one index file), got {shard_size!r}")
     root = str(check_root(folder))
     store.create()
     with store.write_lock(wait=wait, on_wait=log):
@@ -156,6 +161,7 @@ def build(
         walk_changed = live is not None and (meta.get("exclude", []) != exclude
                                              or bool(meta.get("follow_symlinks", False)) != follow_symlinks)
         changed = bool(new_rows or drop_ids or plan.deleted or touch or walk_changed) or live is None
+        changed = changed or (shard_size is not None and shard_size != _live_shard_size(live))
         if not changed and {p for p, _ in report.failures} == old_failures:
             report.total = len(old_files)
             report.structure = str(meta.get("structure", ""))
@@ -169,6 +175,7 @@ def build(
             store, live, root, encoder, all_codes, all_ids, next_id, new_rows, drop_ids + plan.deleted, touch,
             report.failures, structure, threads, log_lines=lambda: _log_lines(report, time.perf_counter() - t0),
             walk_options={"exclude": exclude, "follow_symlinks": follow_symlinks},
+            shard_size=_live_shard_size(live) if shard_size is None else shard_size,
         )
     if report.kept_generations:
         log(f"kept {', '.join(report.kept_generations)}: still open by a reader; the next build deletes it")
@@ -261,11 +268,9 @@ def _encode(walked, plan: _Plan, encoder, encode_files, report, progress, next_i
 
 
 def _new_contents(live, gone_ids, codes, new_ids):
-    from hashtool.hashindex import load_index
-
     if live is None:
         return codes, new_ids
-    old_index = load_index(live.codes_path, mmap=False)
+    old_index = live.open_codes(mmap=False)
     gone = np.array(gone_ids, dtype=np.int64)
     if len(gone):
         old_index.remove(gone)
@@ -274,23 +279,29 @@ def _new_contents(live, gone_ids, codes, new_ids):
 
 
 def write_generation(store, live, root, encoder, all_codes, all_ids, next_id, new_rows, gone_ids, touch,
-                     failures, structure="auto", threads=None, log_lines=None, walk_options=None) -> tuple[str, list[str]]:
+                     failures, structure="auto", threads=None, log_lines=None, walk_options=None,
+                     shard_size=0) -> tuple[str, list[str]]:
     """Write a complete generation (codes, catalog, encoder, log) and make it live; returns the structure
     and the old generations kept because a reader held them. Call it holding ``store.write_lock()``.
 
     ``all_codes``/``all_ids`` are every code of the new generation; ``new_rows`` (id, path, size, mtime,
     sha256), ``gone_ids`` and ``touch`` (mtime, id, path) are the catalog changes against ``live``;
     ``walk_options`` ({"exclude": [...], "follow_symlinks": bool}) are stored for the next build.
+    ``shard_size`` > 0 writes shards of that many codes instead of one index file.
     """
-    from hashtool.hashindex import FlatIndex, MIHIndex
+    from hashtool.hashindex import FlatIndex, MIHIndex, ShardedIndex
 
     gen = store.new_generation()
     try:
-        kind = _choose_structure(structure, len(all_ids))
-        index = MIHIndex(encoder.nbits, threads=threads) if kind == "mih" else FlatIndex(encoder.nbits, threads=threads)
+        if shard_size:
+            kind = _choose_structure(structure, min(len(all_ids), shard_size))
+            index = ShardedIndex(encoder.nbits, shard_size=shard_size, structure=kind, threads=threads)
+        else:
+            kind = _choose_structure(structure, len(all_ids))
+            index = MIHIndex(encoder.nbits, threads=threads) if kind == "mih" else FlatIndex(encoder.nbits, threads=threads)
         if len(all_ids):
             index.add(all_codes, all_ids)
-        index.save(gen.codes_path)
+        index.save(gen.shards_path if shard_size else gen.codes_path)
         checkpoint("codes")
         _write_catalog(gen, live, root, encoder, next_id, new_rows, gone_ids, touch, failures, kind, walk_options or {})
         checkpoint("catalog")
@@ -302,6 +313,14 @@ def write_generation(store, live, root, encoder, all_codes, all_ids, next_id, ne
         store.discard(gen)
         raise
     return kind, store.commit(gen)
+
+
+def _live_shard_size(live: Generation | None) -> int:
+    if live is None or not live.shards_path.is_file():
+        return 0
+    from hashtool.hashindex.sharded import read_manifest
+
+    return int(read_manifest(live.shards_path).get("shard_size") or 0)
 
 
 def _index_contents(index) -> tuple[np.ndarray, np.ndarray]:

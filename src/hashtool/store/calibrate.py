@@ -126,14 +126,13 @@ def calibrate(gen, encoder, *, sample: int = 200, edits=None, recall: float = 0.
               pairs: int = 100_000, radius: int | None = None, progress=None) -> Calibration:
     """Measure the calibration of the index generation ``gen`` (see the module docstring); stores nothing."""
     from hashtool.edits import kinds
-    from hashtool.hashindex import load_index
 
     if not 0 < recall <= 1:
         raise ArgumentError(f"--recall must be in (0, 1], got {recall}")
     if sample < 1 or pairs < 1:
         raise ArgumentError("--sample and --pairs must be at least 1")
     edits = list(edits or kinds())
-    index = load_index(gen.codes_path, mmap=False)
+    index = gen.open_codes(mmap=False)
     codes, ids = index.codes(), np.asarray(index.ids, dtype=np.int64)
     if len(ids) < 2:
         raise ArgumentError(f"{gen.store.path}: calibration needs at least 2 indexed images, the index has {len(ids)}")

@@ -6,7 +6,8 @@ Layout of an index folder::
     PATH/CURRENT            the name of the live generation, e.g. "gen-000007"
     PATH/LOCK               the writers' lock file (empty; see "Locking")
     PATH/gen-000007/
-        codes.hidx          the Hamming index (hashtool.hashindex file, ids = catalog file ids)
+        codes.hidx          the Hamming index (hashtool.hashindex file, ids = catalog file ids), or, when
+                            built with a shard size, codes.shards naming codes-00000.hidx, codes-00001.hidx...
         catalog.sqlite      root folder, encoder identity, walk options, one row per file, the failures
         encoder.onnx        the encoder that made the codes (a query uses it, so codes always match)
         build.log           what the build that made this generation did, failures included
@@ -58,6 +59,7 @@ from hashtool.files.walk import INDEX_MARKER
 STORE_FORMAT = "hashtool-index-store"
 STORE_VERSION = 1
 CODES_FILE = "codes.hidx"
+SHARDS_FILE = "codes.shards"  # instead of CODES_FILE in a sharded generation (hashtool.hashindex.sharded)
 CATALOG_FILE = "catalog.sqlite"
 ENCODER_FILE = "encoder.onnx"
 LOG_FILE = "build.log"
@@ -113,6 +115,18 @@ class Generation:
     @property
     def codes_path(self) -> Path:
         return self.path / CODES_FILE
+
+    @property
+    def shards_path(self) -> Path:
+        return self.path / SHARDS_FILE
+
+    def open_codes(self, mmap: bool = True, verify: bool = True, threads: int | None = None):
+        """The generation's index: a FlatIndex or MIHIndex, or a ShardedIndex when it was built in shards."""
+        from hashtool.hashindex import ShardedIndex, load_index
+
+        if self.shards_path.is_file():
+            return ShardedIndex.load(self.shards_path, mmap=mmap, verify=verify, threads=threads)
+        return load_index(self.codes_path, mmap=mmap, verify=verify, threads=threads)
 
     @property
     def catalog_path(self) -> Path:
@@ -176,7 +190,7 @@ class IndexStore:
         if not _GEN_RE.match(name) or not (self.path / name).is_dir():
             raise IndexFormatError(f"{pointer}: names {name!r}, which is not a generation folder of this index")
         gen = Generation(self, name)
-        for p in (gen.codes_path, gen.catalog_path, gen.encoder_path):
+        for p in (gen.shards_path if gen.shards_path.is_file() else gen.codes_path, gen.catalog_path, gen.encoder_path):
             if not p.is_file():
                 raise IndexFormatError(f"{self.path}: generation {name} lacks {p.name}; rebuild the index")
         return gen
