@@ -199,3 +199,18 @@ def adalabel_supervised_loss(h, codeword_logits, labels, scale: float, quant: fl
         ce += log_norm - sims[int(labels[i])]
     q = sum((abs(h[i, j]) - 1.0) ** 2 for i in range(n) for j in range(bits)) / (n * bits)
     return ce / n + quant * q
+
+
+def tie_aware_hit(dist_row, target, k, valid_row=None):
+    """Expected top-k hit of one query by enumerating every order of the tied items (small rows only)."""
+    import itertools
+    from fractions import Fraction
+
+    cands = [j for j in range(len(dist_row)) if j == target or valid_row is None or valid_row[j]]
+    ties = [j for j in cands if dist_row[j] == dist_row[target]]
+    less = sum(1 for j in cands if dist_row[j] < dist_row[target])
+    hits = total = 0
+    for order in itertools.permutations(ties):
+        total += 1
+        hits += less + order.index(target) + 1 <= k
+    return Fraction(hits, total)

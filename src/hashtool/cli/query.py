@@ -30,7 +30,7 @@ def query(images, k, max_distance, model, index_path, html_path, threads, as_jso
     from hashtool.encode import load_image
     from hashtool.errors import HashtoolError, ImageError
     from hashtool.hashindex import load_index
-    from hashtool.store import resolve_index_path
+    from hashtool.store import resolve_index_path, resolve_model
     from hashtool.fileio import sha256_file
     from hashtool.store.store import IndexStore
 
@@ -41,6 +41,7 @@ def query(images, k, max_distance, model, index_path, html_path, threads, as_jso
         gen = store.current()
         cat = gen.catalog()
         meta = cat.get_meta()
+        model = resolve_model(model)
         if model is not None:
             sha = sha256_file(model)
             if sha != meta.get("encoder_sha256"):
