@@ -243,3 +243,39 @@ def write_folder(out, part: str = "train", sources=None, max_side: int | None = 
             tmp.write_bytes(photo.read_bytes())
         os.replace(tmp, dest)
     return written
+
+
+DEMO_SOURCES = ("gcompris", "wallpapers")
+DEMO_EDITS = ("jpeg", "caption", "crop25", "mirror", "grey", "letterbox")
+
+
+def write_demo_folder(out, n_copied: int = 12, seed: int = 0, max_side: int = 1600) -> dict:
+    """A folder for ``make demo``: held-out photos under ``out/`` and edited copies under ``out/edited/``.
+
+    The photos are the held-out part of :data:`DEMO_SOURCES` (GCompris and the wallpapers); ``n_copied`` of
+    them, drawn with ``seed``, get one copy per kind in :data:`DEMO_EDITS`, written as JPEG (quality 90) named
+    ``<photo>--<edit>.jpg``, so ``hashtool dups`` has real near-duplicates to find. Existing files are kept.
+    Returns ``{"photos": n, "copies": m, "query": path of one edited copy}``.
+    """
+    from hashtool.edits import apply_edit
+
+    out = Path(out)
+    written = write_folder(out, "heldout", DEMO_SOURCES, max_side=max_side)
+    photos = [p for p in written if p.suffix == ".jpg"]
+    rng = np.random.default_rng(seed)
+    chosen = sorted(rng.choice(len(photos), size=min(n_copied, len(photos)), replace=False).tolist())
+    copies = []
+    for i in chosen:
+        src = photos[i]
+        with Image.open(src) as img:
+            img = img.convert("RGB")
+            for kind in DEMO_EDITS:
+                dest = out / "edited" / f"{src.stem}--{kind}.jpg"
+                copies.append(dest)
+                if dest.exists():
+                    continue
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                tmp = dest.with_name(f".{dest.name}.tmp")
+                apply_edit(img, kind, np.random.default_rng([seed, i, len(copies)])).save(tmp, format="JPEG", quality=90)
+                os.replace(tmp, dest)
+    return {"photos": len(written), "copies": len(copies), "query": str(copies[0]) if copies else None}

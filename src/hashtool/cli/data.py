@@ -83,3 +83,22 @@ def export_photos(out, part, sources, max_side, quiet):
     if not quiet:
         click.echo(f"{len(paths)} photos ({part}) in {out}", err=True)
     click.echo(str(out))
+
+
+@data.command("demo")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--copied", type=click.IntRange(min=0), default=12, show_default=True, help="How many photos get edited copies.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--quiet", "-q", is_flag=True)
+def demo_photos(out, copied, seed, quiet):
+    """Write the demo folder: held-out photos of the installed packages plus edited copies in OUT/edited/.
+
+    Prints the path of one edited copy (a query whose original is in the folder).
+    """
+    from hashtool.cli import run_library
+    from hashtool.photosets import write_demo_folder
+
+    res = run_library(write_demo_folder, out, copied, seed)
+    if not quiet:
+        click.echo(f"{res['photos']} photos and {res['copies']} edited copies in {out}", err=True)
+    click.echo(res["query"] or "")

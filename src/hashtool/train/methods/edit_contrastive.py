@@ -56,18 +56,21 @@ HPARAMS = {
     "views": 12,
     "work_side": 512,
     "quadrant_side": 900,
-    "hidden": 1024,
-    "steps": 3000,
+    "hidden": 0,
+    "steps": 1000,
     "batch": 256,
     "lr": 1e-3,
-    "temperature": 0.2,
-    "quant": 0.1,
+    "temperature": 0.05,
+    "quant": 0.01,
     "balance": 0.1,
     "decorr": 0.1,
     "val_share": 0.1,
-    "eval_every": 250,
+    "eval_every": 100,
     "image_size": 224,
     "max_edits": 3,
+    "straight_through": 0,
+    "dropout": 0.0,
+    "weight_decay": 0.0,
 }
 
 
@@ -77,7 +80,7 @@ class EditContrastiveConfig(HashConfig):
     height: int = 224
     width: int = 224
     backbone: str = "efficientnet-lite0"
-    hidden: int = 1024
+    hidden: int = 0
 
 
 class HashHead(nn.Module):
@@ -224,7 +227,10 @@ def _codes_st(u: torch.Tensor) -> torch.Tensor:
 def head_loss(u_a: torch.Tensor, u_b: torch.Tensor, hp: dict) -> tuple[torch.Tensor, dict]:
     """The method's loss on the tanh outputs of two views of the same instances (see the module docstring)."""
     bits = u_a.shape[1]
-    z = torch.cat([_codes_st(u_a), _codes_st(u_b)]) / bits**0.5
+    if int(hp["straight_through"]):
+        z = torch.cat([_codes_st(u_a), _codes_st(u_b)]) / bits**0.5
+    else:
+        z = nn.functional.normalize(torch.cat([u_a, u_b]), dim=1)
     n = u_a.shape[0]
     sim = z @ z.T / float(hp["temperature"])
     sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool), float("-inf"))
@@ -338,7 +344,8 @@ def fit(cfg, folder, out_path, quiet: bool = False):
 
 def _train_head(head: HashHead, feats: torch.Tensor, train_idx, val_idx, owner, hp: dict, seed: int, quiet: bool):
     steps, batch, views = int(hp["steps"]), min(int(hp["batch"]), len(train_idx)), feats.shape[1]
-    opt = torch.optim.Adam(head.parameters(), lr=float(hp["lr"]))
+    opt = torch.optim.AdamW(head.parameters(), lr=float(hp["lr"]), weight_decay=float(hp["weight_decay"]))
+    drop = nn.Dropout(float(hp["dropout"]))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=float(hp["lr"]), total_steps=steps, pct_start=0.1)
     gen = torch.Generator().manual_seed(seed)
     train_t = torch.from_numpy(train_idx)
@@ -350,8 +357,8 @@ def _train_head(head: HashHead, feats: torch.Tensor, train_idx, val_idx, owner, 
         pick = train_t[torch.randperm(len(train_t), generator=gen)[:batch]]
         va = torch.randint(0, views, (batch,), generator=gen)
         vb = (va + torch.randint(1, views, (batch,), generator=gen)) % views  # a different view
-        u_a = torch.tanh(head(feats[pick, va]))
-        u_b = torch.tanh(head(feats[pick, vb]))
+        u_a = torch.tanh(head(drop(feats[pick, va])))
+        u_b = torch.tanh(head(drop(feats[pick, vb])))
         loss, logs = head_loss(u_a, u_b, hp)
         opt.zero_grad(set_to_none=True)
         loss.backward()
