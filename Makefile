@@ -1,4 +1,5 @@
-# hashtool's two entry points: `make demo` (the main job on the bundled default) and `make test`.
+# hashtool's two entry points: `make demo` (the main job, on real photos with the bundled photo encoder) and
+# `make test`.
 # Both set up a virtual environment in .venv on first use; every install step lives here.
 PYTHON ?= python3.11
 VENV ?= .venv
@@ -7,8 +8,9 @@ HASHTOOL := $(VENV)/bin/hashtool
 STAMP := $(VENV)/.installed-stamp
 FASHION := /usr/share/datasets/fashion-mnist
 DEMO ?= demo
+DEMO_RADIUS ?= 8
 
-.PHONY: demo test setup data browser clean
+.PHONY: demo test setup data photos browser clean
 
 setup: $(STAMP)
 
@@ -22,7 +24,7 @@ data:
 	@if [ -d $(FASHION) ]; then :; \
 	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	  (apt-get install -y -q dataset-fashion-mnist || (apt-get update -q && apt-get install -y -q dataset-fashion-mnist)) >/dev/null; \
-	else echo "note: Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist, as root); the demo falls back to mnist-5k" >&2; fi
+	else echo "note: Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist, as root); its tests are skipped" >&2; fi
 
 # Headless Chromium for the HTML page tests (tests/test_html_browser.py skips, saying why, without it).
 browser:
@@ -31,14 +33,23 @@ browser:
 	  (apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium)) >/dev/null; \
 	else echo "note: Chromium is not installed (apt-get install chromium, as root); the browser tests will be skipped" >&2; fi
 
-# The main job: index 2,000 real images (Fashion-MNIST test set, written as PNG files) with the bundled
-# encoder, query one of them, and write an HTML page of the results. Re-running is incremental.
-demo: $(STAMP) data
-	@set -e; if [ -d $(FASHION) ]; then ds=fashion-mnist; else ds=mnist-5k; fi; \
-	$(HASHTOOL) data export $$ds $(DEMO)/images --limit 2000 --seed 0 >/dev/null; \
-	$(HASHTOOL) index build $(DEMO)/images --index $(DEMO)/index; \
+# Natural photos for the demo, from Debian's packages (no download at run time): GCompris' photos and the
+# Lomiri wallpapers; skipped with a note where apt is not usable (the demo then needs them installed by hand).
+PHOTO_PKGS := gcompris-qt-data lomiri-wallpapers-16.04 lomiri-wallpapers-20.04
+photos:
+	@if [ -d /usr/share/gcompris-qt/rcc ] && [ -d /usr/share/backgrounds ]; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  (apt-get install -y -q $(PHOTO_PKGS) || (apt-get update -q && apt-get install -y -q $(PHOTO_PKGS))) >/dev/null; \
+	else echo "note: install $(PHOTO_PKGS) (apt-get, as root) for the photo demo" >&2; fi
+
+# The main job on real photos: held-out photos of those packages plus edited copies of some of them, indexed
+# with the bundled photo encoder; then the near-duplicate groups, one query by an edited copy, and an HTML page
+# of its results. Re-running is incremental.
+demo: $(STAMP) photos
+	@set -e; q=$$($(HASHTOOL) data demo $(DEMO)/photos); \
+	$(HASHTOOL) index build $(DEMO)/photos --index $(DEMO)/index; \
 	$(HASHTOOL) index info --index $(DEMO)/index; \
-	q=$$(find $(DEMO)/images -name '*.png' | sort | head -n 1); \
+	$(HASHTOOL) dups $(DEMO)/photos --index $(DEMO)/index --max-distance $(DEMO_RADIUS) | head -n 30; \
 	$(HASHTOOL) query "$$q" -k 10 --index $(DEMO)/index --html $(DEMO)/results.html; \
 	echo "open $(DEMO)/results.html to see the query and its neighbours"
 

@@ -262,3 +262,16 @@ def code_health(codes, nbits):
             corrs.append(abs(cov / (sa * sb)))
     counts = sorted(Counter(bytes(c) for c in np.asarray(codes, dtype=np.uint8)).values(), reverse=True)
     return share, (sum(corrs) / len(corrs) if corrs else None), len(counts), counts[0], sum(counts[:10]) / n
+def tie_aware_hit(dist_row, target, k, valid_row=None):
+    """Expected top-k hit of one query by enumerating every order of the tied items (small rows only)."""
+    import itertools
+    from fractions import Fraction
+
+    cands = [j for j in range(len(dist_row)) if j == target or valid_row is None or valid_row[j]]
+    ties = [j for j in cands if dist_row[j] == dist_row[target]]
+    less = sum(1 for j in cands if dist_row[j] < dist_row[target])
+    hits = total = 0
+    for order in itertools.permutations(ties):
+        total += 1
+        hits += less + order.index(target) + 1 <= k
+    return Fraction(hits, total)

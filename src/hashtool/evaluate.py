@@ -182,3 +182,38 @@ def format_metrics(metrics: dict) -> str:
             continue
         lines.append(f"{key:>26}  {value:.4f}" if isinstance(value, float) else f"{key:>26}  {value}")
     return "\n".join(lines)
+
+
+# -- near-duplicate (copy) retrieval ----------------------------------------------------------------
+
+
+def tie_aware_hits(distances: np.ndarray, target: np.ndarray, ks=(1, 5), valid: np.ndarray | None = None) -> dict:
+    """Expected top-k hit rate of each query's one true item, with ties broken at random.
+
+    ``distances`` (nq, n): any dissimilarity (Hamming distances, or negated cosine similarities); ``target``
+    (nq,): the column of each query's true item; ``valid`` (nq, n) bool, optional: candidates that take part
+    (False for items that are neither the target nor a fair competitor, such as another crop of the query's
+    own photo). With ``less`` candidates strictly closer than the target and ``ties`` others at the same
+    distance, the target lands uniformly at one of ranks ``less+1 .. less+ties+1``, so its chance of being in
+    the top k is ``clip((k - less) / (ties + 1), 0, 1)``. Returns ``{"top1": (nq,) float, ...}``.
+    """
+    d = np.asarray(distances, dtype=np.float64)
+    target = np.asarray(target, dtype=np.int64)
+    if d.ndim != 2 or target.shape != (d.shape[0],):
+        raise ArgumentError(f"distances must be (nq, n) and target (nq,), got {d.shape} and {target.shape}")
+    mine = d[np.arange(len(d)), target][:, None]
+    others = np.ones_like(d, dtype=bool) if valid is None else np.asarray(valid, dtype=bool).copy()
+    others[np.arange(len(d)), target] = False
+    less = ((d < mine) & others).sum(axis=1)
+    ties = ((d == mine) & others).sum(axis=1)
+    return {f"top{k}": np.clip((k - less) / (ties + 1.0), 0.0, 1.0) for k in ks}
+
+
+def radius_for_recall(copy_distances: np.ndarray, recall: float = 0.95) -> float:
+    """The smallest distance threshold (inclusive) within which ``recall`` of the copies fall."""
+    d = np.sort(np.asarray(copy_distances, dtype=np.float64).ravel())
+    if not len(d):
+        raise ArgumentError("no copy distances given")
+    if not 0.0 < recall <= 1.0:
+        raise ArgumentError(f"recall must be in (0, 1], got {recall}")
+    return float(d[int(np.ceil(recall * len(d))) - 1])

@@ -59,3 +59,46 @@ def export_images(dataset, out, part, limit, seed, fmt, quiet):
     if not quiet:
         click.echo(f"wrote {written} images of {ds.name} ({part}) to {out}" + (f", {skipped} already there" if skipped else ""), err=True)
     click.echo(str(out))
+
+
+@data.command("photos")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--part", type=click.Choice(["train", "heldout", "all"]), default="train", show_default=True,
+              help="The training part, the held-out part (kept for benchmarks), or both.")
+@click.option("--source", "sources", multiple=True, help="Only these sources (gcompris, opencv, wallpapers, stamps, skimage); repeatable.")
+@click.option("--max-side", type=click.IntRange(min=64), default=None, help="Write smaller JPEG copies with at most this many pixels on the long side.")
+@click.option("--quiet", "-q", is_flag=True)
+def export_photos(out, part, sources, max_side, quiet):
+    """Write the natural photos of the installed packages into OUT/<source>/<label>/.
+
+    The photos come from Debian's gcompris-qt-data, opencv-doc, plasma-workspace-wallpapers,
+    lomiri-wallpapers-16.04 / -20.04 and tuxpaint-stamps-default, and scikit-image's skimage/data (whichever are
+    installed); nothing is downloaded. The split into train and heldout is fixed (hashtool.photosets).
+    Existing files are left as they are.
+    """
+    from hashtool.cli import run_library
+    from hashtool.photosets import write_folder
+
+    paths = run_library(write_folder, out, part, sources or None, max_side)
+    if not quiet:
+        click.echo(f"{len(paths)} photos ({part}) in {out}", err=True)
+    click.echo(str(out))
+
+
+@data.command("demo")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--copied", type=click.IntRange(min=0), default=12, show_default=True, help="How many photos get edited copies.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--quiet", "-q", is_flag=True)
+def demo_photos(out, copied, seed, quiet):
+    """Write the demo folder: held-out photos of the installed packages plus edited copies in OUT/edited/.
+
+    Prints the path of one edited copy (a query whose original is in the folder).
+    """
+    from hashtool.cli import run_library
+    from hashtool.photosets import write_demo_folder
+
+    res = run_library(write_demo_folder, out, copied, seed)
+    if not quiet:
+        click.echo(f"{res['photos']} photos and {res['copies']} edited copies in {out}", err=True)
+    click.echo(res["query"] or "")

@@ -26,7 +26,7 @@ def index():
 
 @index.command("build")
 @click.argument("folder", type=click.Path(file_okay=False, path_type=str))
-@click.option("--model", type=click.Path(dir_okay=False), default=None, help="Encoder (.onnx from `hashtool export`). Default: the index's own encoder, or the bundled default for a new index.")
+@click.option("--model", type=click.Path(dir_okay=False), default=None, help="Encoder: an .onnx file from `hashtool export`, or a bundled one by name (photo, fashion-mnist). Default: the index's own encoder, or the bundled photo encoder for a new index.")
 @index_option
 @click.option("--exclude", multiple=True, metavar="GLOB", help="Skip paths (relative to FOLDER) or names matching GLOB; repeatable. Stored in the index: later builds and dups reuse it until given again.")
 @click.option("--no-exclude", is_flag=True, help="Drop the --exclude patterns stored in the index.")
@@ -79,13 +79,14 @@ def run_build(folder, model, index_path, exclude=None, follow_symlinks=None, str
 
     from hashtool.cli.progress import Progress
     from hashtool.files import SUPPORTED_EXTENSIONS
-    from hashtool.store import default_encoder_path, resolve_index_path
+    from hashtool.store import default_encoder_path, resolve_index_path, resolve_model
     from hashtool.store.build import EncoderInfo, build
     from hashtool.store.store import IndexStore
 
     store = IndexStore(resolve_index_path(index_path))
     bar = Progress("encoding", quiet=quiet)
     cluster = contextlib.ExitStack()
+    model = resolve_model(model)
     try:
         if model is not None:
             label, encoder = str(model), open_encoder(model, threads)

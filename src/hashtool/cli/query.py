@@ -30,7 +30,7 @@ def query(images, k, max_distance, model, index_path, html_path, tta, threads, a
     query image that cannot be read is reported on stderr and the command exits with status 1 after
     answering the others.
     """
-    from hashtool.store import resolve_index_path
+    from hashtool.store import resolve_index_path, resolve_model
     from hashtool.store.store import IndexStore
 
     if k == 0 and max_distance is None:
@@ -40,6 +40,7 @@ def query(images, k, max_distance, model, index_path, html_path, tta, threads, a
     store = IndexStore(resolve_index_path(index_path))
     with store.reading() as gen, gen.catalog() as cat:
         meta = cat.get_meta()
+        model = resolve_model(model)
         if model is not None:
             _check_model(model, meta, store)
         results, names, failed = _search(gen, images, k, max_distance, tta, threads, quiet)

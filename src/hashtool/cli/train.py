@@ -80,6 +80,11 @@ def _train(method, bits, data, output, epochs, epoch_images, batch_size, lr, aug
     from hashtool.errors import ArgumentError
 
     check_nbits(bits)
+    fitted = _own_procedure(method)
+    if fitted is not None:
+        return _train_own(fitted, method, bits, data, output, lr, batch_size, hp, seed, threads, quiet,
+                          epochs=epochs, epoch_images=epoch_images, augment=augment, select=select, resume=resume or None,
+                          labeled_fraction=None if labeled_fraction == 1.0 else labeled_fraction, device=None if device == "cpu" else device)
     dataset = load_dataset(data, image_size=image_size, color=color)
     splits = make_splits(dataset, n_query=queries, n_val=n_val, seed=seed)
     if method in SHALLOW:
@@ -110,6 +115,40 @@ def _train(method, bits, data, output, epochs, epoch_images, batch_size, lr, aug
 
         result["metrics"] = evaluate_checkpoint(output, splits, device=meta["train_config"]["device"], store=True)
     return result
+
+
+def _own_procedure(method):
+    """The ``fit`` of a deep method that trains through its own procedure (photo folders), else None."""
+    if method in SHALLOW:
+        return None
+    try:
+        from hashtool.train.methods import METHODS
+    except ImportError:
+        return None  # no torch: the engine path below says what to install
+    m = METHODS.get(method)
+    return m.fit if m is not None else None
+
+
+def _train_own(fit, method, bits, data, output, lr, batch_size, hp, seed, threads, quiet, **unsupported):
+    """Methods such as edit-contrastive: a folder of photos, no labels, their own validation protocol."""
+    import time
+    from pathlib import Path
+
+    from hashtool.errors import ArgumentError
+    from hashtool.train.engine import TrainConfig
+
+    for name, value in unsupported.items():
+        if value is not None:
+            raise ArgumentError(f"--{name.replace('_', '-')} does not apply to --method {method} (it has its own schedule; see --hp)")
+    if not Path(data).is_dir():
+        raise ArgumentError(f"--data {data}: --method {method} trains on a folder of photos (any images, no labels needed)")
+    cfg = TrainConfig(method=method, bits=bits, lr=lr, batch_size=batch_size, seed=seed, threads=threads, hparams=hp, quiet=quiet)
+    t0 = time.perf_counter()
+    _, meta = fit(cfg, data, output, quiet=quiet)
+    return {"model": str(output), "method": method, "bits": bits, "protocol": meta["protocol"],
+            "protocol_text": meta["protocol"]["description"], "train_seconds": meta["train_seconds"],
+            "wall_seconds": time.perf_counter() - t0, "selected_step": meta["selected_step"],
+            "metrics": {"val_copy_top1": meta["val_copy_top1"]}}
 
 
 def _train_shallow(method, bits, splits, output, seed, no_eval, quiet):

@@ -455,7 +455,7 @@ def _metadata(model, preprocess, output, meta, checkpoint_sha256, checkpoint_fil
     training_meta = _json(small_meta)
     if len(training_meta) > 65536:
         training_meta = _json({k: small_meta[k] for k in ("dataset", "protocol", "metrics") if k in small_meta})
-    return {
+    out = {
         "hashtool_format": ENCODER_FORMAT,
         "hashtool_format_version": str(ENCODER_FORMAT_VERSION),
         "hashtool_version": __version__,
@@ -485,6 +485,9 @@ def _metadata(model, preprocess, output, meta, checkpoint_sha256, checkpoint_fil
         "torch_version": torch.__version__,
         "onnx_version": onnx.__version__,
     }
+    if meta.get("backbone_licence"):  # pretrained weights travel inside the encoder, and so does their notice
+        out["licence"] = _text(meta["backbone_licence"])
+    return out
 
 
 def _set_metadata(proto, metadata: dict) -> None:

@@ -14,7 +14,12 @@ from pathlib import Path
 
 INDEX_ENV_VAR = "HASHTOOL_INDEX"
 DEFAULT_INDEX_NAME = "hashtool-index"
-DEFAULT_ENCODER = "default-encoder.onnx"
+# Encoders that ship with hashtool (package data), by the name ``--model`` accepts for them.
+BUNDLED_ENCODERS = {
+    "photo": "photo-encoder.onnx",  # edit-contrastive on EfficientNet-Lite0: natural photos (the default)
+    "fashion-mnist": "fashion-mnist-encoder.onnx",  # nin-latent, 28x28 grey clothing classes (research examples)
+}
+DEFAULT_ENCODER = "photo"
 
 
 def resolve_index_path(path=None) -> Path:
@@ -24,8 +29,24 @@ def resolve_index_path(path=None) -> Path:
     return Path(env) if env else Path(DEFAULT_INDEX_NAME)
 
 
-def default_encoder_path() -> Path:
-    """The encoder bundled with hashtool (package data)."""
+def bundled_encoder_path(name: str = DEFAULT_ENCODER) -> Path:
+    """The file of a bundled encoder (see :data:`BUNDLED_ENCODERS`)."""
     from importlib import resources
 
-    return Path(str(resources.files("hashtool") / "assets" / DEFAULT_ENCODER))
+    from hashtool.errors import ArgumentError
+
+    if name not in BUNDLED_ENCODERS:
+        raise ArgumentError(f"no bundled encoder named {name!r}; the bundled ones are {', '.join(BUNDLED_ENCODERS)}")
+    return Path(str(resources.files("hashtool") / "assets" / BUNDLED_ENCODERS[name]))
+
+
+def default_encoder_path() -> Path:
+    """The encoder a new index uses when no ``--model`` is given."""
+    return bundled_encoder_path(DEFAULT_ENCODER)
+
+
+def resolve_model(model):
+    """``--model`` as a file path: a bundled encoder's name becomes its file; anything else is kept as given."""
+    if model is not None and str(model) in BUNDLED_ENCODERS and not Path(model).exists():
+        return str(bundled_encoder_path(str(model)))
+    return model

@@ -151,6 +151,7 @@ class Method:
     on_epoch_start: Callable | None = None
     on_epoch_end: Callable | None = None
     summary: str = ""
+    fit: Callable | None = None  # a method with its own procedure: fit(TrainConfig, folder, out_path, quiet) -> (model, meta)
 
 
 METHODS: dict[str, Method] = {}
@@ -178,3 +179,4 @@ from hashtool.train.methods import ae_tanh  # noqa: E402,F401
 from hashtool.train.methods import scae  # noqa: E402,F401
 from hashtool.train.methods import nin_latent  # noqa: E402,F401
 from hashtool.train.methods import adalabel  # noqa: E402,F401
+from hashtool.train.methods import edit_contrastive  # noqa: E402,F401

@@ -1,0 +1,65 @@
+"""edit-contrastive: trains on a folder of tiny photos, exports, and its ONNX codes equal PyTorch's."""
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from hashtool.cli import main
+from hashtool.train.methods.edit_contrastive import head_loss, HPARAMS
+
+
+def _photos(folder, n=7):
+    rng = np.random.default_rng(0)
+    folder.mkdir()
+    for i in range(n):
+        w, h = (220, 160) if i == 0 else (96 + 8 * i, 80)  # the first one is large enough for quadrants
+        y, x = np.mgrid[0:h, 0:w]
+        f = rng.uniform(0.02, 0.2, size=3)
+        img = np.stack([np.sin(x * f[0] + i), np.cos(y * f[1]), np.sin((x + y) * f[2])], -1)
+        arr = ((img + 1) * 127.5 + rng.normal(0, 8, img.shape)).clip(0, 255).astype(np.uint8)
+        Image.fromarray(arr).save(folder / f"p{i}.{'jpg' if i % 2 else 'png'}")
+    return folder
+
+
+def test_loss_prefers_codes_that_agree_across_views():
+    torch.manual_seed(0)
+    u = torch.tanh(3 * torch.randn(64, 32))
+    hp = dict(HPARAMS)
+    same, _ = head_loss(u, u, hp)
+    shuffled, _ = head_loss(u, u[torch.randperm(64)], hp)
+    assert float(same) < float(shuffled) - 1.0
+
+
+@pytest.mark.slow
+def test_train_export_and_onnx_codes_equal_torch(tmp_path):
+    from hashtool.encode import Encoder
+    from hashtool.encode.images import find_images, load_image
+    from hashtool.train.checkpoint import load_checkpoint, checkpoint_preprocess
+
+    data = _photos(tmp_path / "photos")
+    model_path, onnx_path = tmp_path / "m.pt", tmp_path / "enc.onnx"
+    hp = ["--hp", "views=3", "--hp", "steps=6", "--hp", "eval_every=3", "--hp", "image_size=64", "--hp", "hidden=32",
+          "--hp", "quadrant_side=150", "--hp", "batch=8", "--hp", "val_share=0.3"]
+    r = CliRunner().invoke(main, ["train", "--method", "edit-contrastive", "--bits", "16", "--data", str(data), "-o", str(model_path), "--threads", "1", *hp])
+    assert r.exit_code == 0, r.output
+    assert "held-out edited views" in r.output
+    model, ckpt = load_checkpoint(model_path)
+    assert ckpt["meta"]["protocol"]["instances"] == 7 + 4  # quadrants of the one large photo
+    r = CliRunner().invoke(main, ["export", str(model_path), str(onnx_path), "--parity-dir", str(data)])
+    assert r.exit_code == 0, r.output
+    enc = Encoder(onnx_path, threads=1)
+    assert enc.method == "edit-contrastive" and enc.nbits == 16 and enc.preprocess.shape_hwc == (64, 64, 3)
+    pp = checkpoint_preprocess(ckpt)
+    images = np.stack([load_image(p, pp) for p in find_images(data)])
+    with torch.no_grad():
+        bits = model.codes(torch.from_numpy(pp.normalize(images))).numpy()
+    assert np.array_equal(enc.encode(images), np.packbits(bits, axis=1, bitorder="little"))
+
+
+def test_refuses_a_dataset_name_and_engine_only_options(tmp_path):
+    r = CliRunner().invoke(main, ["train", "--method", "edit-contrastive", "--bits", "16", "--data", "fashion-mnist", "-o", str(tmp_path / "m.pt")])
+    assert r.exit_code != 0 and "trains on a folder of photos" in r.output
+    r = CliRunner().invoke(main, ["train", "--method", "edit-contrastive", "--bits", "16", "--data", str(tmp_path), "-o", str(tmp_path / "m.pt"), "--epochs", "3"])
+    assert r.exit_code != 0 and "--epochs does not apply" in r.output
