@@ -104,3 +104,13 @@ def test_calibrate_errors(tmp_path):
 def _meta(idx):
     with IndexStore(idx).current().catalog() as cat:
         return cat.get_meta()
+
+
+def test_dups_radius_prefers_calibration_then_the_encoders_radius_then_the_default():
+    from hashtool.store.calibrate import DEFAULT_RADIUS, META_KEY, dups_radius
+
+    cal = {"encoder_sha256": "ab", "radius": 7, "recall": 0.95, "false_pair_rate": 0.001}
+    assert dups_radius({META_KEY: cal, "encoder_sha256": "ab"}, encoder_radius=20)[0] == 7
+    r, why = dups_radius({META_KEY: {**cal, "encoder_sha256": "other"}, "encoder_sha256": "ab"}, encoder_radius=20)
+    assert r == 20 and "encoder's radius" in why  # a calibration of another encoder does not count
+    assert dups_radius({}, encoder_radius=None)[0] == DEFAULT_RADIUS

@@ -485,6 +485,8 @@ def _metadata(model, preprocess, output, meta, checkpoint_sha256, checkpoint_fil
         "torch_version": torch.__version__,
         "onnx_version": onnx.__version__,
     }
+    if meta.get("copy_radius") is not None:  # the training's own duplicate radius: dups' default without calibrate
+        out["copy_radius"] = str(int(meta["copy_radius"]))
     if meta.get("backbone_licence"):  # pretrained weights travel inside the encoder, and so does their notice
         out["licence"] = _text(meta["backbone_licence"])
     return out

@@ -56,14 +56,23 @@ class Calibration:
         return asdict(self)
 
 
-def dups_radius(meta: dict) -> tuple[int, str]:
-    """(radius, a sentence saying where it comes from) for ``dups`` without --max-distance."""
+def dups_radius(meta: dict, encoder_radius: int | None = None) -> tuple[int, str]:
+    """(radius, a sentence saying where it comes from) for ``dups`` without --max-distance.
+
+    In order: this index's calibration; the radius the encoder's training measured on its held-out edited
+    copies (``encoder_radius``, from the encoder's ``copy_radius`` metadata); :data:`DEFAULT_RADIUS`.
+    """
     cal = meta.get(META_KEY)
     if isinstance(cal, dict) and cal.get("encoder_sha256") == meta.get("encoder_sha256") and isinstance(cal.get("radius"), int):
         return cal["radius"], (
             f"using the calibrated radius {cal['radius']} (finds {cal['recall']:.0%} of edited copies, "
             f"{cal['false_pair_rate']:.2%} of unrelated pairs within it; calibrated {cal.get('created', '?')}); "
             "-r/--max-distance overrides it"
+        )
+    if encoder_radius is not None:
+        return int(encoder_radius), (
+            f"using the encoder's radius {int(encoder_radius)} (95% of its training's held-out edited copies lie within it; "
+            "`hashtool calibrate` measures one for this index); -r/--max-distance overrides it"
         )
     return DEFAULT_RADIUS, (
         f"using the default radius {DEFAULT_RADIUS} (this index has no calibration: `hashtool calibrate` measures one); "
