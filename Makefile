@@ -8,7 +8,6 @@ HASHTOOL := $(VENV)/bin/hashtool
 STAMP := $(VENV)/.installed-stamp
 FASHION := /usr/share/datasets/fashion-mnist
 DEMO ?= demo
-DEMO_RADIUS ?= 8
 
 .PHONY: demo test setup data photos browser clean
 
@@ -49,7 +48,7 @@ demo: $(STAMP) photos
 	@set -e; q=$$($(HASHTOOL) data demo $(DEMO)/photos); \
 	$(HASHTOOL) index build $(DEMO)/photos --index $(DEMO)/index; \
 	$(HASHTOOL) index info --index $(DEMO)/index; \
-	$(HASHTOOL) dups $(DEMO)/photos --index $(DEMO)/index --max-distance $(DEMO_RADIUS) | head -n 30; \
+	$(HASHTOOL) dups $(DEMO)/photos --index $(DEMO)/index | head -n 40; \
 	$(HASHTOOL) query "$$q" -k 10 --index $(DEMO)/index --html $(DEMO)/results.html; \
 	echo "open $(DEMO)/results.html to see the query and its neighbours"
 

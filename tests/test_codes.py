@@ -136,3 +136,21 @@ def test_nbits_bounds():
     for bad in (0, 4, 9, 4104, -8, True, 8.0):
         with pytest.raises(CodeError):
             codes.check_nbits(bad)
+
+
+@given(st.lists(st.floats(-2, 2, allow_nan=False), min_size=1, max_size=40), st.sampled_from(["sign", "sigmoid"]))
+def test_one_binarisation_rule_in_numpy_torch_and_the_encoder_twin(values, rule):
+    """codes.binarize, train.models.binarize and the literal definition agree, at the threshold too."""
+    from hashtool.codes import binarize, rule_threshold
+
+    values = np.array(values + [0.0, 0.5], dtype=np.float32)
+    want = np.array([(v >= 0) if rule == "sign" else (v > 0.5) for v in values], dtype=np.uint8)
+    assert np.array_equal(binarize(values, rule), want)
+    assert rule_threshold("sign") == (0.0, True) and binarize(np.zeros(1), "sign")[0] == 1
+    try:
+        import torch
+
+        from hashtool.train.models import binarize as torch_binarize
+    except ImportError:
+        return
+    assert np.array_equal(torch_binarize(torch.from_numpy(values), rule).numpy(), want)

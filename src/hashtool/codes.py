@@ -21,6 +21,25 @@ MIN_BITS = 8
 MAX_BITS = 4096
 BIT_ORDER = "little"
 
+# The one binarisation rule of the real-valued hash layers, by name: (threshold, whether a value equal to the
+# threshold is bit 1). "sign": value >= 0 is 1, so 0 is 1; "sigmoid": value > 0.5 is 1. Training (torch),
+# export (the ONNX graph) and the runtime encoder all read this table, through binarize() or rule_threshold().
+BINARIZE_RULES = {"sign": (0.0, True), "sigmoid": (0.5, False)}
+
+
+def rule_threshold(rule: str) -> tuple[float, bool]:
+    """``(threshold, inclusive)`` of a binarisation rule (see :data:`BINARIZE_RULES`)."""
+    if rule not in BINARIZE_RULES:
+        raise CodeError(f"unknown binarize rule {rule!r}; expected one of {sorted(BINARIZE_RULES)}")
+    return BINARIZE_RULES[rule]
+
+
+def binarize(values, rule: str) -> np.ndarray:
+    """uint8 {0, 1} bits of a real-valued array under ``rule`` (numpy; the torch twin is in train.models)."""
+    threshold, inclusive = rule_threshold(rule)
+    values = np.asarray(values)
+    return ((values >= threshold) if inclusive else (values > threshold)).astype(np.uint8)
+
 
 def check_nbits(nbits) -> int:
     """Validate a code length and return it as an int."""

@@ -31,7 +31,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from hashtool.codes import BIT_ORDER, check_nbits
+from hashtool.codes import BIT_ORDER, binarize, check_nbits
 from hashtool.errors import ArgumentError, ImageError, ModelError
 from hashtool.fileio import sha256_file
 from hashtool.preprocess import Preprocess
@@ -275,8 +275,7 @@ class Encoder:
             return out
         if self._output == "bits":
             return np.packbits(out.astype(bool), axis=1, bitorder=BIT_ORDER)
-        bits = out >= 0 if self._binarize == "sign" else out > 0.5
-        return np.packbits(bits, axis=1, bitorder=BIT_ORDER)
+        return np.packbits(binarize(out, self._binarize), axis=1, bitorder=BIT_ORDER)
 
     def _check_images(self, images) -> np.ndarray:
         arr = np.asarray(images)

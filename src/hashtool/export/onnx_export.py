@@ -47,6 +47,7 @@ from hashtool.encode.encoder import (
     OUTPUT_KINDS,
     OUTPUT_NAMES,
 )
+from hashtool.codes import BINARIZE_RULES
 from hashtool.fileio import sha256_file
 from hashtool.errors import ArgumentError, ModelError
 from hashtool.preprocess import Preprocess
@@ -54,7 +55,7 @@ from hashtool.train.models import HashModel, binarize
 
 OPSET = 18
 EXPORTERS = ("dynamo", "torchscript")
-THRESHOLDS = {"sign": 0.0, "sigmoid": 0.5}
+THRESHOLDS = {rule: t for rule, (t, _) in BINARIZE_RULES.items()}
 DEFAULT_EPSILON = 1e-4
 FASHION_MNIST_TEST = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
 

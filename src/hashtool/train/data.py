@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hashtool.codes import pack
+from hashtool.codes import binarize, pack
 from hashtool.errors import ArgumentError
 from hashtool.preprocess import Preprocess
 from hashtool.train.methods import Batch
@@ -148,13 +148,7 @@ def encode_real(model, images, preprocess: Preprocess, device="cpu", batch_size:
 
 def real_to_packed(real: np.ndarray, rule: str) -> np.ndarray:
     """Packed codes from the real-valued hash layer under the model's binarize rule."""
-    if rule == "sign":
-        bits = real >= 0
-    elif rule == "sigmoid":
-        bits = real > 0.5
-    else:
-        raise ArgumentError(f"unknown binarize rule {rule!r}")
-    return pack(bits)
+    return pack(binarize(real, rule))
 
 
 def encode_packed(model, images, preprocess: Preprocess, device="cpu", batch_size: int = 1024) -> np.ndarray:

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from hashtool.codes import binarize
 from hashtool.errors import ArgumentError, ModelError
 from hashtool.preprocess import Preprocess
 from hashtool.threads import resolve_threads
@@ -324,7 +325,7 @@ def _validate(method: Method, model, val: TrainData, val_labels, ctx: Context, b
 
 
 def real_to_bits(real: np.ndarray, rule: str) -> np.ndarray:
-    return (real >= 0) if rule == "sign" else (real > 0.5)
+    return binarize(real, rule).astype(bool)
 
 
 def _epoch_line(rec: dict, total: int) -> str:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-BINARIZE_RULES = ("sign", "sigmoid")
+from hashtool.codes import BINARIZE_RULES, rule_threshold  # noqa: F401  (the one rule lives in codes; re-exported)
 
 MODELS: dict[str, tuple[type, type]] = {}
 
@@ -41,12 +41,9 @@ def register_model(name: str, config_cls: type):
 
 
 def binarize(real: torch.Tensor, rule: str) -> torch.Tensor:
-    """Bits (uint8 0/1) from the real-valued hash layer under ``rule``."""
-    if rule == "sign":
-        return (real >= 0).to(torch.uint8)
-    if rule == "sigmoid":
-        return (real > 0.5).to(torch.uint8)
-    raise ValueError(f"unknown binarize rule {rule!r}; expected one of {BINARIZE_RULES}")
+    """Bits (uint8 0/1) from the real-valued hash layer under ``rule`` (:data:`hashtool.codes.BINARIZE_RULES`)."""
+    threshold, inclusive = rule_threshold(rule)
+    return ((real >= threshold) if inclusive else (real > threshold)).to(torch.uint8)
 
 
 @dataclass
