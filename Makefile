@@ -42,12 +42,13 @@ photos:
 	else echo "note: install $(PHOTO_PKGS) (apt-get, as root) for the photo demo" >&2; fi
 
 # The main job on real photos: held-out photos of those packages plus edited copies of some of them, indexed
-# with the bundled photo encoder; then the near-duplicate groups, one query by an edited copy, and an HTML page
-# of its results. Re-running is incremental.
+# with the bundled photo encoder; then a duplicate radius calibrated on this folder, the near-duplicate groups,
+# one query by an edited copy, and an HTML page of its results. Re-running is incremental.
 demo: $(STAMP) photos
 	@set -e; q=$$($(HASHTOOL) data demo $(DEMO)/photos); \
 	$(HASHTOOL) index build $(DEMO)/photos --index $(DEMO)/index; \
 	$(HASHTOOL) index info --index $(DEMO)/index; \
+	$(HASHTOOL) calibrate --index $(DEMO)/index --recall 0.9 --sample 60; \
 	$(HASHTOOL) dups $(DEMO)/photos --index $(DEMO)/index | head -n 40; \
 	$(HASHTOOL) query "$$q" -k 10 --index $(DEMO)/index --html $(DEMO)/results.html; \
 	echo "open $(DEMO)/results.html to see the query and its neighbours"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from hashtool.cli._common import emit_json, fail, index_option, json_option, note, quiet_option, threads_option
+from hashtool.cli._common import emit_json, index_option, json_option, note, quiet_option, threads_option
 
 
 @click.command("calibrate")
@@ -32,7 +32,6 @@ def calibrate_cmd(index_path, sample, edits, recall, max_distance, pairs, seed, 
     from hashtool.cli.progress import Progress
     from hashtool.edits import parse_kinds
     from hashtool.encode import Encoder
-    from hashtool.errors import HashtoolError
     from hashtool.store import resolve_index_path
     from hashtool.store.calibrate import calibrate, store_calibration
     from hashtool.store.store import IndexStore
@@ -46,8 +45,6 @@ def calibrate_cmd(index_path, sample, edits, recall, max_distance, pairs, seed, 
                             radius=max_distance, progress=bar.update)
         bar.close()
         stored = None if dry_run else store_calibration(store, gen, cal)
-    except (HashtoolError, OSError) as exc:
-        raise fail(exc) from exc
     finally:
         bar.close()
     for s in cal.skipped:

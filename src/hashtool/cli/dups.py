@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from hashtool.cli._common import report_failures, emit_json, fail, index_option, json_option, note, quiet_option, threads_option
+from hashtool.cli._common import report_failures, emit_json, index_option, json_option, note, quiet_option, threads_option
 
 
 @click.command("dups")
@@ -42,15 +42,11 @@ def dups(folder, max_distance, model, tta, html_path, keep, move_to, manifest, y
     moves nothing unless --yes is given, writes a manifest first, and `hashtool dups --undo MANIFEST`
     reverses it. Nothing is ever deleted or overwritten. The index sees the moves at its next build.
     """
-    from hashtool.errors import HashtoolError
-
+    # library and I/O errors become one-line messages in the one error path (hashtool.cli.LazyGroup.invoke)
     if undo_path is not None:
         if folder or move_to or keep:
             raise click.UsageError("--undo MANIFEST takes no FOLDER, --keep or --move-to")
-        try:
-            _undo(undo_path, quiet)
-        except HashtoolError as exc:
-            raise fail(exc) from exc
+        _undo(undo_path, quiet)
         return
     if folder is None:
         raise click.UsageError("missing FOLDER (or --undo MANIFEST)")
@@ -58,10 +54,7 @@ def dups(folder, max_distance, model, tta, html_path, keep, move_to, manifest, y
         raise click.UsageError("--keep and --move-to go together: --keep largest|newest|oldest --move-to DIR")
     if (yes or manifest) and move_to is None:
         raise click.UsageError("--yes and --manifest apply to --move-to")
-    try:
-        _dups(folder, max_distance, model, tta, html_path, keep, move_to, manifest, yes, index_path, threads, as_json, quiet, wait=not no_wait)
-    except (HashtoolError, OSError) as exc:
-        raise fail(exc) from exc
+    _dups(folder, max_distance, model, tta, html_path, keep, move_to, manifest, yes, index_path, threads, as_json, quiet, wait=not no_wait)
 
 
 def _dups(folder, max_distance, model, tta, html_path, keep, move_to, manifest, yes, index_path, threads, as_json, quiet, wait=True):
