@@ -171,3 +171,17 @@ def test_save_is_atomic(tmp_path):
     mapped.search(np.zeros((1, 2), np.uint8), 2)
     with pytest.raises(IndexFormatError, match="folder exists"):
         second.save(tmp_path / "no" / "such" / "folder.htidx")
+
+
+def test_saved_file_has_the_permissions_of_a_plain_open(tmp_path):
+    """An index file is 0666 less the umask, like any file the user writes (a bare mkstemp gives 0600)."""
+    old = os.umask(0o022)
+    try:
+        path = tmp_path / "i.htidx"
+        small_index(FlatIndex).save(path)
+        assert (path.stat().st_mode & 0o777) == 0o644
+        os.umask(0o002)
+        small_index(MIHIndex).save(path)  # replacing a file: the new one gets the new umask
+        assert (path.stat().st_mode & 0o777) == 0o664
+    finally:
+        os.umask(old)

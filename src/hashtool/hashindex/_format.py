@@ -25,8 +25,8 @@ header CRC, the recorded file size against the real one, every section's bounds 
 index does not become resident. Any failure raises :class:`~hashtool.errors.IndexFormatError` naming the
 file and the problem.
 
-Saving writes a temporary file in the same folder, fsyncs it, renames it over the target and fsyncs the
-folder: a crash mid-save leaves the previous file intact.
+Saving goes through :func:`hashtool.fileio.atomic_write` (temporary file in the same folder, fsync, rename,
+folder fsync, the permissions of a plain ``open()``): a crash mid-save leaves the previous file intact.
 """
 
 from __future__ import annotations
@@ -34,12 +34,12 @@ from __future__ import annotations
 import mmap as _mmap
 import os
 import struct
-import tempfile
 import zlib
 
 import numpy as np
 
 from hashtool.errors import IndexFormatError
+from hashtool.fileio import atomic_write
 
 MAGIC = b"HTIDX\x00\r\n"
 VERSION = 1
@@ -99,38 +99,17 @@ def write_index(path, index_type: int, nbits: int, count: int, params, sections:
     header += _CRC.pack(zlib.crc32(header))
 
     folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise IndexFormatError(f"{path}: cannot write the index; check that the folder exists and is writable")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".htidx", dir=folder)
-    except OSError as exc:
-        raise IndexFormatError(
-            f"{path}: cannot write the index ({exc.strerror}); check that the folder exists and is writable"
-        ) from exc
-    try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_write(path) as f:
             f.write(header)
             for i, arr in enumerate(arrays):
                 f.write(b"\0" * pad_end[i])
                 f.write(memoryview(arr).cast("B"))
             f.write(b"\0" * tail)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise IndexFormatError(f"{path}: saving failed ({exc}); the previous file, if any, is unchanged") from exc
-        raise
-    try:
-        dfd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:  # pragma: no cover - platforms without directory fsync
-        pass
+    except OSError as exc:
+        raise IndexFormatError(f"{path}: saving failed ({exc}); the previous file, if any, is unchanged") from exc
 
 
 class IndexFile:
