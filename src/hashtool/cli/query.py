@@ -52,7 +52,7 @@ def query(images, k, max_distance, model, index_path, html_path, threads, as_jso
         from hashtool.encode import Encoder
 
         encoder = Encoder(gen.encoder_path, threads=threads)
-        index = load_index(gen.codes_path, mmap=True)
+        index = load_index(gen.codes_path, mmap=True, engine="numpy")  # a few queries: skip loading the kernels
         if threads:
             index.threads = threads
     except HashtoolError as exc:

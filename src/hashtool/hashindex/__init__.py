@@ -26,14 +26,16 @@ __all__ = ["BaseIndex", "FlatIndex", "MIHIndex", "load_index", "warmup"]
 _CLASSES = {1: FlatIndex, 2: MIHIndex}
 
 
-def load_index(path, mmap: bool = True, verify: bool = True, threads: int | None = None):
+def load_index(path, mmap: bool = True, verify: bool = True, threads: int | None = None, engine: str = "numba"):
     """Open an index saved with ``index.save(path)``; returns a :class:`FlatIndex` or :class:`MIHIndex`.
 
     ``mmap=True`` maps the file privately (copy-on-write), so opening is fast and pages are read on
     demand; the file can be replaced while mapped. ``verify=True`` checks the payload checksum (a
     streaming read of the whole file, without making it resident) and the structure of ids and tables;
     ``verify=False`` checks only the header, its checksum and section bounds, for the fastest open of a
-    file you trust. A bad file raises :class:`~hashtool.errors.IndexFormatError` naming it.
+    file you trust. A bad file raises :class:`~hashtool.errors.IndexFormatError` naming it. ``engine``
+    (``"numba"``, ``"numpy"``) says which scan answers a call, see
+    :mod:`hashtool.hashindex._numpy_scan`: a short-lived process answering a few queries passes ``"numpy"``.
     """
     from hashtool.hashindex import _format
 
@@ -42,7 +44,7 @@ def load_index(path, mmap: bool = True, verify: bool = True, threads: int | None
     if cls is None:  # pragma: no cover - _format already rejects unknown types
         raise IndexFormatError(f"{path}: unknown index type {f.index_type}")
     try:
-        index = cls(f.nbits, threads=threads)
+        index = cls(f.nbits, threads=threads, engine=engine)
     except ValueError as exc:
         raise IndexFormatError(f"{path}: header is inconsistent ({exc})") from None
     index._restore(f)

@@ -35,8 +35,9 @@ class BaseIndex:
 
     _TYPE = 0
 
-    def __init__(self, nbits: int, threads: int | None = None):
+    def __init__(self, nbits: int, threads: int | None = None, engine: str = "numba"):
         self._nbits = _codes.check_nbits(nbits)
+        self.engine = engine
         self._nw = _codes.words_per_code(self._nbits)
         self._words = np.zeros(0, dtype=np.uint64)
         self._ids = np.zeros(0, dtype=np.int64)
@@ -57,6 +58,19 @@ class BaseIndex:
     @threads.setter
     def threads(self, value):
         self._threads = resolve_threads(value)
+
+    @property
+    def engine(self) -> str:
+        """Which scan answers a call: "numba" (the kernels) or "numpy" for small calls.
+
+        See :mod:`hashtool.hashindex._numpy_scan`."""
+        return self._engine
+
+    @engine.setter
+    def engine(self, value) -> None:
+        from hashtool.hashindex._numpy_scan import check_engine
+
+        self._engine = check_engine(value)
 
     @property
     def ids(self) -> np.ndarray:
@@ -223,11 +237,11 @@ class BaseIndex:
         _format.write_index(path, self._TYPE, self._nbits, len(self), params, sections)
 
     @classmethod
-    def load(cls, path, mmap: bool = True, verify: bool = True, threads: int | None = None):
+    def load(cls, path, mmap: bool = True, verify: bool = True, threads: int | None = None, engine: str = "numba"):
         """Load an index of this class; see :func:`hashtool.hashindex.load_index`."""
         from hashtool.hashindex import load_index
 
-        index = load_index(path, mmap=mmap, verify=verify, threads=threads)
+        index = load_index(path, mmap=mmap, verify=verify, threads=threads, engine=engine)
         if not isinstance(index, cls):
             raise IndexFormatError(
                 f"{path}: holds a {type(index).__name__}, not a {cls.__name__}; use hashtool.hashindex.load_index"

@@ -16,11 +16,13 @@ Choices (see :mod:`hashtool.hashindex._mih_kernels` for the search itself):
   scan, and a query that exceeds it is answered by the scan. So a query costs at most about
   ``1 + FALLBACK_FRACTION`` scans. ``fallback=False`` forces the multi-index path (for tests and
   benchmarks).
-* Routing (k-NN): a large batch first sends a probe of ``max(PROBE_QUERIES, nq // 16)`` queries through
-  the multi-index path; if more than ``ROUTE_SCAN_ABOVE`` of them fell back, the rest of the batch is
-  scanned directly. Across calls, when nearly every recent query fell back (an exponential average above
-  ``ROUTE_SCAN_ABOVE``), later calls scan directly, except that every ``PROBE_EVERY``-th call still sends
-  up to ``PROBE_QUERIES`` queries through the multi-index path to notice when the workload changes. This
+* Routing (k-NN), a function of the call and of the stored codes only (never of earlier calls, so the
+  same call takes the same path in every process and thread): a large batch first sends a probe of
+  ``max(PROBE_QUERIES, nq // 16)`` of its queries through the multi-index path; if more than
+  ``ROUTE_SCAN_ABOVE`` of them fell back, the rest of the batch is scanned directly. A small call (too
+  few queries for a probe of its own) asks :meth:`MIHIndex.mih_pays`: ``CALIBRATION_QUERIES`` stored
+  codes, at fixed evenly spaced positions, are searched once per ``k`` after every table build; if more
+  than ``ROUTE_SCAN_ABOVE`` of them fell back, small calls with that ``k`` are scanned directly. This
   keeps uniform data, where multi-index hashing cannot win at these sizes, within a few percent of the
   scan. Range search needs no routing: its enumeration cost is known before it starts.
 * Per-query statistics of the last search are in :attr:`MIHIndex.last_stats` (and returned with
@@ -47,8 +49,8 @@ DENSE_MAX_BITS = 24
 SMALL_SCAN_WORDS = 1 << 14
 FALLBACK_FRACTION = 0.1
 ROUTE_SCAN_ABOVE = 0.9
-PROBE_EVERY = 8
 PROBE_QUERIES = 8
+CALIBRATION_QUERIES = 16
 _TABLE_KEYS = ("sub_start", "sub_width", "t_dense", "t_off_base", "t_key_base", "t_key_len")
 _TABLE_ARRAYS = ("t_offsets", "t_keys", "t_pos", "t_word0")
 
@@ -78,8 +80,9 @@ class MIHIndex(BaseIndex):
 
     _TYPE = 2
 
-    def __init__(self, nbits: int, m: int | None = None, threads: int | None = None, fallback: bool = True):
-        super().__init__(nbits, threads)
+    def __init__(self, nbits: int, m: int | None = None, threads: int | None = None, fallback: bool = True,
+                 engine: str = "numba"):
+        super().__init__(nbits, threads, engine)
         if m is not None:
             m = _as_int(m, "m", 1)
             lo = -(-self._nbits // MAX_WIDTH)
@@ -92,8 +95,7 @@ class MIHIndex(BaseIndex):
         self._fallback = bool(fallback)
         self._tables = None
         self.last_stats = None
-        self._fell_avg = 0.0
-        self._calls = 0
+        self._pays = {}  # k -> does the multi-index path pay for small calls (see mih_pays)
 
     @property
     def m(self) -> int:
@@ -116,6 +118,7 @@ class MIHIndex(BaseIndex):
     # ------------------------------------------------------------------ tables
     def _changed(self) -> None:
         self._tables = None
+        self._pays = {}
 
     def _ensure_tables(self) -> dict:
         if self._tables is None:
@@ -186,16 +189,51 @@ class MIHIndex(BaseIndex):
             return 2**62
         return int(FALLBACK_FRACTION * len(self) * self._nw) + 1
 
-    def _route(self, nq: int) -> int:
-        """How many of ``nq`` queries (the first ones) take the multi-index path; the rest are scanned."""
-        if not self._fallback or self._fell_avg <= ROUTE_SCAN_ABOVE:
-            return nq
-        self._calls += 1
-        return min(nq, PROBE_QUERIES) if self._calls % PROBE_EVERY == 0 else 0
+    def mih_pays(self, k: int) -> bool:
+        """Whether the multi-index path pays for ``k``-NN calls too small to probe (see the module docstring).
 
-    def _learn(self, fell: np.ndarray) -> None:
-        if fell.shape[0]:
-            self._fell_avg = 0.5 * self._fell_avg + 0.5 * float(fell.mean())
+        Decided once per ``k`` for the stored codes by searching ``CALIBRATION_QUERIES`` of them (fixed
+        positions), so it depends only on the index's contents and ``k``.
+        """
+        k = self._check_k(k)
+        pays = self._pays.get(k)
+        if pays is None:
+            n, nw = len(self), self._nw
+            rows = np.unique(np.linspace(0, n - 1, min(n, CALIBRATION_QUERIES)).astype(np.int64))
+            q = np.ascontiguousarray(self._words.reshape(n, nw)[rows].reshape(-1))
+            fell = self._run_mih(q, k, self._ensure_tables())[-1]
+            pays = bool(fell.mean() <= ROUTE_SCAN_ABOVE)
+            self._pays[k] = pays
+        return pays
+
+    def _run_mih(self, q, k, t):
+        """The multi-index path for the queries ``q``, a large batch probed first (see the module docstring).
+
+        Returns (d, p, lookups, candidates, radius, fell); queries the probe sent to the scan are marked
+        as fallen back with no lookups.
+        """
+        nq = q.shape[0] // self._nw
+        d, p = np.empty((nq, k), np.int32), np.empty((nq, k), np.int64)
+        lookups, cands, radius = (np.zeros(nq, np.int64) for _ in range(3))
+        fell = np.ones(nq, np.bool_)
+        args, budget = self._args(t), self._budget()
+
+        def run(qa, qb):
+            tasks = [
+                (self._words, self._nw, len(self), q, qa + a, qa + b, k, *args, budget, d, p, lookups, cands, radius,
+                 fell)
+                for a, b in _pool.split(qb - qa, 4 * self._threads)
+            ]
+            _pool.run(self._threads, MK.mih_knn, tasks)
+
+        probe = max(PROBE_QUERIES, nq // 16)
+        if nq > 2 * probe and self._fallback:
+            run(0, probe)
+            if fell[:probe].mean() <= ROUTE_SCAN_ABOVE:
+                run(probe, nq)
+        else:
+            run(0, nq)
+        return d, p, lookups, cands, radius, fell
 
     def _scan_everything(self) -> bool:
         return self._fallback and len(self) * self._nw <= SMALL_SCAN_WORDS
@@ -222,41 +260,19 @@ class MIHIndex(BaseIndex):
         k = self._check_k(k)
         q = self._prepare_codes(queries, "queries")
         nq, n, nw = q.shape[0] // self._nw, len(self), self._nw
-        small = _numpy_scan.preferred(nq, n, nw)
-        nmih = 0 if n == 0 or nq == 0 or self._scan_everything() or small else self._route(nq)
-        if nmih == 0:  # the whole call is routed to the scan: no per-query bookkeeping
-            d, p = flat_knn(self._words, nw, self._nbits, n, q, k, self._threads)
+        scan = n == 0 or nq == 0 or self._scan_everything() or _numpy_scan.use_numpy(self._engine, nq, n, nw)
+        if not scan and self._fallback and nq <= 2 * PROBE_QUERIES:
+            scan = not self.mih_pays(k)
+        if scan:  # the whole call is routed to the scan: no per-query bookkeeping
+            d, p = flat_knn(self._words, nw, self._nbits, n, q, k, self._threads, self._engine)
             self.last_stats = self._stats(nq, n)
         else:
-            t = self._ensure_tables()
-            d = np.empty((nq, k), dtype=np.int32)
-            p = np.empty((nq, k), dtype=np.int64)
-            lookups, cands, radius = (np.zeros(nq, np.int64) for _ in range(3))
-            fell = np.ones(nq, dtype=np.bool_)  # queries routed straight to the scan count as fallen back
-            args, budget = self._args(t), self._budget()
-
-            def run_mih(qa, qb):
-                tasks = [
-                    (self._words, nw, n, q, qa + a, qa + b, k, *args, budget, d, p, lookups, cands, radius, fell)
-                    for a, b in _pool.split(qb - qa, 4 * self._threads)
-                ]
-                _pool.run(self._threads, MK.mih_knn, tasks)
-
-            probe = max(PROBE_QUERIES, nmih // 16)
-            if nmih > 2 * probe and self._fallback:
-                run_mih(0, probe)
-                if fell[:probe].mean() > ROUTE_SCAN_ABOVE:
-                    nmih = probe
-                else:
-                    run_mih(probe, nmih)
-            elif nmih:
-                run_mih(0, nmih)
-            self._learn(fell[:nmih])
-            radius[nmih:] = -1
+            d, p, lookups, cands, radius, fell = self._run_mih(q, k, self._ensure_tables())
+            radius[fell & (lookups == 0)] = -1  # routed straight to the scan by the probe
             if fell.any():
                 rows = np.flatnonzero(fell)
                 qf = np.ascontiguousarray(q.reshape(nq, nw)[rows].reshape(-1))
-                d[rows], p[rows] = flat_knn(self._words, nw, self._nbits, n, qf, k, self._threads)
+                d[rows], p[rows] = flat_knn(self._words, nw, self._nbits, n, qf, k, self._threads, self._engine)
             self.last_stats = self._stats(nq, n, lookups, cands, radius, fell)
         ids = self._ids_of(p)
         return (d, ids, self.last_stats) if return_stats else (d, ids)
@@ -277,12 +293,12 @@ class MIHIndex(BaseIndex):
         q = self._prepare_codes(queries, "queries")
         nq, n, nw = q.shape[0] // self._nw, len(self), self._nw
         r = min(r, self._nbits)
-        scan = n == 0 or nq == 0 or self._scan_everything() or _numpy_scan.preferred(nq, n, nw)
+        scan = n == 0 or nq == 0 or self._scan_everything() or _numpy_scan.use_numpy(self._engine, nq, n, nw)
         if not scan and self._fallback:
             widths = self._tables["sub_width"] if self._tables is not None else substring_layout(self._nbits, self.m)[1]
             scan = self._range_lookups(widths, r) * MK.LOOKUP_COST > self._budget()
         if scan:
-            lims, d, p = flat_range(self._words, nw, self._nbits, n, q, r, self._threads)
+            lims, d, p = flat_range(self._words, nw, self._nbits, n, q, r, self._threads, self._engine)
             self.last_stats = self._stats(nq, n)
         else:
             t = self._ensure_tables()
@@ -310,7 +326,7 @@ class MIHIndex(BaseIndex):
             if fell.any():
                 rows = np.flatnonzero(fell)
                 qf = np.ascontiguousarray(q.reshape(nq, nw)[rows].reshape(-1))
-                fl, fd, fp = flat_range(self._words, nw, self._nbits, n, qf, r, self._threads)
+                fl, fd, fp = flat_range(self._words, nw, self._nbits, n, qf, r, self._threads, self._engine)
                 for i, row in enumerate(rows):
                     per_query_d[row] = fd[fl[i]: fl[i + 1]]
                     per_query_p[row] = fp[fl[i]: fl[i + 1]]
