@@ -245,7 +245,7 @@ def knn_merge(cd, cp, cn, k, nbits, out_d, out_p, out_n):
     bp = np.empty(nchunks * k + 1, np.int64)
     hist = np.empty(nbits + 1, np.int64)
     for qi in range(nq):
-        c = 0
+        c = np.int64(0)  # not a literal: emit gets one specialisation
         for ch in range(nchunks):
             for i in range(cn[ch, qi]):
                 bd[c] = cd[ch, qi, i]

@@ -52,7 +52,8 @@ ROUTE_SCAN_ABOVE = 0.9
 PROBE_QUERIES = 8
 CALIBRATION_QUERIES = 16
 _TABLE_KEYS = ("sub_start", "sub_width", "t_dense", "t_off_base", "t_key_base", "t_key_len")
-_TABLE_ARRAYS = ("t_offsets", "t_keys", "t_pos", "t_word0")
+_TABLE_ARRAYS = ("t_offsets", "t_keys", "t_pos")
+_TABLE_DTYPES = {"t_offsets": np.int32, "t_keys": np.uint32, "t_pos": np.int32}
 
 
 def default_m(nbits: int, n: int) -> int:
@@ -117,6 +118,7 @@ class MIHIndex(BaseIndex):
 
     # ------------------------------------------------------------------ tables
     def _changed(self) -> None:
+        super()._changed()
         self._tables = None
         self._pays = {}
 
@@ -127,6 +129,8 @@ class MIHIndex(BaseIndex):
 
     def _build_tables(self) -> dict:
         n, nw, words = len(self), self._nw, self._words
+        if n >= 2**31:
+            raise ArgumentError(f"MIHIndex holds at most 2**31 - 1 codes, got {n}; use FlatIndex")
         m = self.m
         starts, widths = substring_layout(self._nbits, m)
         t_dense = np.zeros(m, dtype=np.int64)
@@ -134,30 +138,27 @@ class MIHIndex(BaseIndex):
         t_key_base = np.zeros(m, dtype=np.int64)
         t_key_len = np.zeros(m, dtype=np.int64)
         t_pos = np.empty(m * n, dtype=np.int32)
-        t_word0 = np.empty(m * n, dtype=np.uint64)
         offsets, keys_all = [], []
         off_base = key_base = 0
         keys = np.empty(n, dtype=np.int64)
-        if n >= 2**31:
-            raise ArgumentError(f"MIHIndex holds at most 2**31 - 1 codes, got {n}; use FlatIndex")
         for j in range(m):
             w = int(widths[j])
             MK.substring_keys(words, nw, n, int(starts[j]), w, keys)
             dense = w <= DENSE_MAX_BITS and (1 << w) <= max(8 * n, 1 << 16)
             seg = slice(j * n, (j + 1) * n)
             if dense:
-                off = np.zeros((1 << w) + 1, dtype=np.int64)
-                MK.build_dense(keys, words, nw, n, off, t_pos[seg], t_word0[seg])
+                off = np.zeros((1 << w) + 1, dtype=np.int32)
+                MK.build_dense(keys, n, off, t_pos[seg])
                 klen = 0
             else:
                 order = np.argsort(keys, kind="stable")
                 sk = keys[order]
                 uniq, first = np.unique(sk, return_index=True)
-                off = np.append(first, n).astype(np.int64)
+                off = np.append(first, n).astype(np.int32)
                 t_pos[seg] = order
-                t_word0[seg] = words[order * nw] if n else 0
-                keys_all.append(uniq.astype(np.int64))
+                keys_all.append(uniq.astype(np.uint32))
                 klen = uniq.shape[0]
+                del order, sk, first
             t_dense[j] = int(dense)
             t_off_base[j] = off_base
             t_key_base[j] = key_base
@@ -172,16 +173,15 @@ class MIHIndex(BaseIndex):
             "t_off_base": t_off_base,
             "t_key_base": t_key_base,
             "t_key_len": t_key_len,
-            "t_offsets": np.concatenate(offsets) if offsets else np.zeros(0, np.int64),
-            "t_keys": np.concatenate(keys_all) if keys_all else np.zeros(0, np.int64),
+            "t_offsets": np.concatenate(offsets) if offsets else np.zeros(0, np.int32),
+            "t_keys": np.concatenate(keys_all) if keys_all else np.zeros(0, np.uint32),
             "t_pos": t_pos,
-            "t_word0": t_word0,
         }
 
     def _args(self, t):
         return (
             t["sub_width"].shape[0], t["sub_start"], t["sub_width"], t["t_dense"], t["t_off_base"],
-            t["t_key_base"], t["t_key_len"], t["t_offsets"], t["t_keys"], t["t_pos"], t["t_word0"],
+            t["t_key_base"], t["t_key_len"], t["t_offsets"], t["t_keys"], t["t_pos"],
         )
 
     def _budget(self) -> int:
@@ -216,15 +216,17 @@ class MIHIndex(BaseIndex):
         d, p = np.empty((nq, k), np.int32), np.empty((nq, k), np.int64)
         lookups, cands, radius = (np.zeros(nq, np.int64) for _ in range(3))
         fell = np.ones(nq, np.bool_)
+        bad = np.zeros(nq, np.int64)
         args, budget = self._args(t), self._budget()
 
         def run(qa, qb):
             tasks = [
                 (self._words, self._nw, len(self), q, qa + a, qa + b, k, *args, budget, d, p, lookups, cands, radius,
-                 fell)
+                 fell, bad)
                 for a, b in _pool.split(qb - qa, 4 * self._threads)
             ]
             _pool.run(self._threads, MK.mih_knn, tasks)
+            self._raise_if_bad(bad)
 
         probe = max(PROBE_QUERIES, nq // 16)
         if nq > 2 * probe and self._fallback:
@@ -234,6 +236,14 @@ class MIHIndex(BaseIndex):
         else:
             run(0, nq)
         return d, p, lookups, cands, radius, fell
+
+    def _raise_if_bad(self, bad) -> None:
+        if bad.any():
+            where = self._file.path if self._file is not None else "the index"
+            raise IndexFormatError(
+                f"{where}: multi-index tables are corrupted ({int(bad.sum())} entries out of range); "
+                "run `hashtool index verify`, then rebuild or restore the index"
+            )
 
     def _scan_everything(self) -> bool:
         return self._fallback and len(self) * self._nw <= SMALL_SCAN_WORDS
@@ -307,12 +317,15 @@ class MIHIndex(BaseIndex):
             lookups, cands, radius = (np.zeros(nq, np.int64) for _ in range(3))
             radius[nmih:] = -1
             fell = np.ones(nq, dtype=np.bool_)  # queries routed straight to the scan count as fallen back
+            bad = np.zeros(nq, np.int64)
             parts = _pool.split(nmih, 4 * self._threads) if nmih else []
             results = _pool.run(
                 self._threads,
                 MK.mih_range,
-                [(self._words, nw, n, q, qa, qb, r, *args, budget, lookups, cands, radius, fell) for qa, qb in parts],
+                [(self._words, nw, n, q, qa, qb, r, *args, budget, lookups, cands, radius, fell, bad)
+                 for qa, qb in parts],
             )
+            self._raise_if_bad(bad)
             mask = (1 << MK.POS_SHIFT) - 1
             per_query_d = [np.zeros(0, np.int32)] * nq
             per_query_p = [np.zeros(0, np.int64)] * nq
@@ -341,7 +354,7 @@ class MIHIndex(BaseIndex):
 
     # ------------------------------------------------------------------ persistence
     def _sections(self):
-        sections = {"words": self._words, "ids": self._ids}
+        sections = self._id_sections()
         if len(self):
             t = self._ensure_tables()
             for name in _TABLE_KEYS + _TABLE_ARRAYS:
@@ -353,19 +366,37 @@ class MIHIndex(BaseIndex):
         m_used, m_req, fallback = f.params[:3]
         self._m_req = int(m_req) or None
         self._fallback = bool(fallback)
-        present = [name for name in _TABLE_KEYS + _TABLE_ARRAYS if name in f.sections]
+        names = _TABLE_KEYS + _TABLE_ARRAYS + (("t_word0",) if f.version == 1 else ())
+        present = [name for name in names if name in f.sections]
         if not present:
             if len(self):
                 raise IndexFormatError(f"{f.path}: the multi-index tables are missing")
             return
-        if len(present) != len(_TABLE_KEYS + _TABLE_ARRAYS):
+        if len(present) != len(names):
             raise IndexFormatError(f"{f.path}: some multi-index tables are missing")
-        t = {name: f.sections[name] for name in present}
-        self._check_tables(f, t, int(m_used))
+        t = {name: f.sections[name] for name in _TABLE_KEYS + _TABLE_ARRAYS}
+        if f.version == 1:  # int64 offsets and keys, and a first-word copy, which version 2 drops
+            bad = IndexFormatError(f"{f.path}: multi-index tables are corrupted (dtypes)")
+            if t["t_offsets"].dtype != np.int64 or t["t_keys"].dtype != np.int64:
+                raise bad
+            if len(self) and (t["t_offsets"].min() < 0 or t["t_offsets"].max() > len(self)):
+                raise IndexFormatError(f"{f.path}: multi-index tables are corrupted (offsets)")
+            if t["t_keys"].shape[0] and (t["t_keys"].min() < 0 or t["t_keys"].max() >= 2**32):
+                raise IndexFormatError(f"{f.path}: multi-index tables are corrupted (keys)")
+            t["t_offsets"] = t["t_offsets"].astype(np.int32)
+            t["t_keys"] = t["t_keys"].astype(np.uint32)
+        self._check_tables(f.path, t, int(m_used), deep=False)
         self._tables = t
 
-    def _check_tables(self, f, t, m: int) -> None:
-        bad = lambda what: IndexFormatError(f"{f.path}: multi-index tables are corrupted ({what})")  # noqa: E731
+    def _check_structure(self) -> None:
+        super()._check_structure()
+        if self._tables is not None:
+            where = self._file.path if self._file is not None else "the index"
+            self._check_tables(where, self._tables, self.m, deep=True)
+
+    def _check_tables(self, where, t, m: int, deep: bool) -> None:
+        """Check the table directory (always: it is small); with ``deep`` also every offset, key and position."""
+        bad = lambda what: IndexFormatError(f"{where}: multi-index tables are corrupted ({what})")  # noqa: E731
         n = len(self)
         for name in _TABLE_KEYS:
             if t[name].dtype != np.int64 or t[name].shape[0] != m:
@@ -373,10 +404,9 @@ class MIHIndex(BaseIndex):
         starts, widths = substring_layout(self._nbits, m) if 1 <= m <= self._nbits else (None, None)
         if starts is None or not (np.array_equal(starts, t["sub_start"]) and np.array_equal(widths, t["sub_width"])):
             raise bad("substring layout")
-        if (t["t_pos"].dtype != np.int32 or t["t_word0"].dtype != np.uint64 or t["t_offsets"].dtype != np.int64
-                or t["t_keys"].dtype != np.int64):
+        if any(t[name].dtype != dt for name, dt in _TABLE_DTYPES.items()):
             raise bad("dtypes")
-        if t["t_pos"].shape[0] != m * n or t["t_word0"].shape[0] != m * n:
+        if t["t_pos"].shape[0] != m * n:
             raise bad("entry count")
         off_base = key_base = 0
         for j in range(m):
@@ -386,17 +416,17 @@ class MIHIndex(BaseIndex):
             if dense not in (0, 1) or int(t["t_off_base"][j]) != off_base or int(t["t_key_base"][j]) != key_base:
                 raise bad(f"table {j} bases")
             nofs = (1 << w) + 1 if dense else klen + 1
-            if dense and klen != 0:
+            if (dense and klen != 0) or klen < 0 or klen > n:
                 raise bad(f"table {j} keys")
             if off_base + nofs > t["t_offsets"].shape[0] or key_base + klen > t["t_keys"].shape[0]:
                 raise bad(f"table {j} sizes")
-            if f.verified:
+            if deep:
                 off = t["t_offsets"][off_base: off_base + nofs]
                 if off[0] != 0 or off[-1] != n or (np.diff(off) < 0).any():
                     raise bad(f"table {j} offsets")
                 if not dense:
-                    keys = t["t_keys"][key_base: key_base + klen]
-                    if klen and (keys[0] < 0 or keys[-1] >= (1 << w) or (np.diff(keys) <= 0).any()):
+                    keys = t["t_keys"][key_base: key_base + klen].astype(np.int64)
+                    if klen and (keys[-1] >= (1 << w) or (np.diff(keys) <= 0).any()):
                         raise bad(f"table {j} keys")
                 pos = t["t_pos"][j * n: (j + 1) * n]
                 if n and (pos.min() < 0 or pos.max() >= n):
