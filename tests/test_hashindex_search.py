@@ -287,6 +287,7 @@ def test_small_calls_are_routed_by_the_stored_codes_and_k_the_same_every_time():
     assert paths == [["scan"] * len(queries)] * 12  # the first call already, and every later one alike
 
 
+@pytest.mark.skipif(NOJIT, reason="the compiled path is the one that matters; minutes as Python")
 def test_the_same_call_takes_the_same_path_in_a_fresh_process(tmp_path):
     import json
     import subprocess
