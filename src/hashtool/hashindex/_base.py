@@ -127,6 +127,12 @@ class BaseIndex:
         """
         words = self._prepare_codes(codes, "codes")
         n_new = words.shape[0] // self._nw
+        if ids is None and len(self) == 0:  # ids 0..n-1: kept implicit (no n-element id array, no sort)
+            if n_new:
+                self._words = words
+                self._ids = None
+                self._changed()
+            return
         if ids is None:
             start = int(self._ids[-1]) + 1 if len(self) else 0
             new_ids = np.arange(start, start + n_new, dtype=np.int64)

@@ -140,7 +140,7 @@ class MIHIndex(BaseIndex):
         t_pos = np.empty(m * n, dtype=np.int32)
         offsets, keys_all = [], []
         off_base = key_base = 0
-        keys = np.empty(n, dtype=np.int64)
+        keys = np.empty(n, dtype=np.uint32)  # substrings are at most 32 bits
         for j in range(m):
             w = int(widths[j])
             MK.substring_keys(words, nw, n, int(starts[j]), w, keys)
@@ -152,13 +152,17 @@ class MIHIndex(BaseIndex):
                 klen = 0
             else:
                 order = np.argsort(keys, kind="stable")
-                sk = keys[order]
-                uniq, first = np.unique(sk, return_index=True)
-                off = np.append(first, n).astype(np.int32)
                 t_pos[seg] = order
-                keys_all.append(uniq.astype(np.uint32))
-                klen = uniq.shape[0]
-                del order, sk, first
+                sk = keys[order]
+                del order
+                starts_of_keys = np.ones(n, dtype=np.bool_)
+                np.not_equal(sk[1:], sk[:-1], out=starts_of_keys[1:])
+                first = np.flatnonzero(starts_of_keys).astype(np.int32)
+                del starts_of_keys
+                keys_all.append(sk[first])
+                off = np.append(first, np.int32(n))
+                klen = first.shape[0]
+                del sk, first
             t_dense[j] = int(dense)
             t_off_base[j] = off_base
             t_key_base[j] = key_base
