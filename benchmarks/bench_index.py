@@ -59,12 +59,12 @@ def _clustered_bits(centre_bits, assign, probs, seed, out):
             out[i, b] = bit
 
 
-def make_data(kind, n, nbits, rng, centres=300, seed=0):
+def make_data(kind, n, nbits, rng, centres=300, seed=0, flip=None):
     if kind == "uniform":
         return rng.integers(0, 256, size=(n, nbits // 8), dtype=np.uint8)
     crng = np.random.default_rng(12345)  # the same centres for database and queries
     cbits = crng.integers(0, 2, size=(centres, nbits), dtype=np.uint8)
-    probs = crng.uniform(0.05, 0.15, size=centres)
+    probs = crng.uniform(0.05, 0.15, size=centres) if flip is None else np.full(centres, flip)
     out = np.empty((n, nbits), dtype=np.uint8)
     chunk = 1_000_000
     for s in range(0, n, chunk):
@@ -202,8 +202,8 @@ def run_case(args, n, nbits, kind, out_rows):
 
     rng = np.random.default_rng(args.seed)
     t = time.perf_counter()
-    db = make_data(kind, n, nbits, rng, args.centres)
-    queries = make_data(kind, args.batch, nbits, np.random.default_rng(args.seed + 1), args.centres)
+    db = make_data(kind, n, nbits, rng, args.centres, flip=args.flip)
+    queries = make_data(kind, args.batch, nbits, np.random.default_rng(args.seed + 1), args.centres, flip=args.flip)
     gen_s = time.perf_counter() - t
     print(f"# case n={n} nbits={nbits} data={kind} (generated in {gen_s:.1f}s, load {load_avg():.1f})", file=sys.stderr)
     M = Methods(db, nbits, args.threads, args)
@@ -334,24 +334,111 @@ def numpy_knn(qwords_db, nw, n, q, k):
 
 
 def open_only(path):
-    """Run in a fresh process: time and RSS of opening a saved index (mmap, with and without verify)."""
+    """Run in a fresh process: opening a saved index and answering one query, with the kernels loaded first
+    (a server that opens a new index), then index.verify() (a read of every byte)."""
+    from hashtool.hashindex import warmup
+
     out = {}
+    t = time.perf_counter()
+    warmup()
+    out["kernels_load_ms"] = round((time.perf_counter() - t) * 1e3, 1)
     base = rss_mb()
     t = time.perf_counter()
-    idx = load_index(path, mmap=True, verify=False)
-    out["open_mmap_noverify_ms"] = round((time.perf_counter() - t) * 1e3, 2)
-    out["rss_after_open_mb"] = round(rss_mb() - base, 1)
-    del idx
-    t = time.perf_counter()
-    idx = load_index(path, mmap=True, verify=True)
-    out["open_mmap_verify_ms"] = round((time.perf_counter() - t) * 1e3, 1)
-    out["rss_after_verify_mb"] = round(rss_mb() - base, 1)
-    q = idx.codes()[:1] if len(idx) < 10 else np.zeros((1, idx.nbits // 8), np.uint8)
-    t = time.perf_counter()
+    idx = load_index(path)
+    out["open_ms"] = round((time.perf_counter() - t) * 1e3, 2)
+    q = np.random.default_rng(7).integers(0, 256, size=(1, idx.nbits // 8), dtype=np.uint8)
     idx.search(q, 10)
-    out["first_search_ms"] = round((time.perf_counter() - t) * 1e3, 1)
-    out["rss_after_search_mb"] = round(rss_mb() - base, 1)
+    out["open_and_first_query_ms"] = round((time.perf_counter() - t) * 1e3, 2)
+    out["rss_after_query_mb"] = round(rss_mb() - base, 1)
+    t = time.perf_counter()
+    idx.verify()
+    out["verify_ms"] = round((time.perf_counter() - t) * 1e3, 1)
+    out["rss_after_verify_mb"] = round(rss_mb() - base, 1)
     print(json.dumps(out))
+
+
+def scale(args):
+    """1e8-scale MIH: codes generated to a memory-mapped .npy, then build+save and open+serve, each in its
+    own fresh process (peak RSS of each is its own). Clustered codes as in the other cases."""
+    folder = args.tmp or tempfile.gettempdir()
+    rows = []
+    for n in args.n:
+        for nbits in args.nbits:
+            codes_path = os.path.join(folder, f"scale-{n}-{nbits}.npy")
+            queries_path = os.path.join(folder, f"scale-{n}-{nbits}-q.npy")
+            index_path = os.path.join(folder, f"scale-{n}-{nbits}.htidx")
+            t = time.perf_counter()
+            mm = np.lib.format.open_memmap(codes_path, mode="w+", dtype=np.uint8, shape=(n, nbits // 8))
+            rng = np.random.default_rng(args.seed)
+            chunk = 5_000_000
+            for a in range(0, n, chunk):
+                mm[a:a + chunk] = make_data(args.data[0], min(chunk, n - a), nbits, rng, args.centres, flip=args.flip)
+            mm.flush()
+            del mm
+            np.save(queries_path, make_data(args.data[0], max(args.single, 10), nbits,
+                                            np.random.default_rng(args.seed + 1), args.centres, flip=args.flip))
+            gen_s = time.perf_counter() - t
+            row = {"what": "scale", "n": n, "nbits": nbits, "data": args.data[0], "centres": args.centres,
+                   "flip": args.flip, "generate_s": round(gen_s, 1), "loadavg_start": round(load_avg(), 2)}
+            for step, extra in (("--scale-build", [codes_path, index_path]),
+                                ("--scale-serve", [index_path, queries_path, str(args.single)])):
+                res = subprocess.run([sys.executable, __file__, step, *extra], capture_output=True, text=True)
+                if res.returncode != 0:
+                    row[step] = res.stderr[-800:]
+                    break
+                row.update(json.loads(res.stdout.strip().splitlines()[-1]))
+            row["file_bytes_per_code"] = round(os.path.getsize(index_path) / n, 2) if os.path.exists(index_path) else None
+            row["loadavg_end"] = round(load_avg(), 2)
+            print(json.dumps(row))
+            rows.append(row)
+            for path in (codes_path, queries_path, index_path):
+                if os.path.exists(path):
+                    os.unlink(path)
+    if args.out:
+        with open(args.out + ".jsonl", "a") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+
+
+def scale_build(codes_path, index_path):
+    codes = np.load(codes_path, mmap_mode="r")
+    t = time.perf_counter()
+    index = MIHIndex(codes.shape[1] * 8)
+    index.add(codes)
+    del codes
+    index._ensure_tables()
+    build_s = time.perf_counter() - t
+    t = time.perf_counter()
+    index.save(index_path)
+    print(json.dumps({"build_s": round(build_s, 1), "save_s": round(time.perf_counter() - t, 1), "m": index.m,
+                      "build_peak_rss_gib": round(peak_mb() / 1024, 2)}))
+
+
+def scale_serve(index_path, queries_path, single):
+    from hashtool.hashindex import warmup
+    from hashtool.hashindex.flat import flat_knn
+
+    warmup()
+    queries = np.load(queries_path)
+    t = time.perf_counter()
+    index = load_index(index_path)
+    index.search(queries[:1], 10)
+    first_ms = (time.perf_counter() - t) * 1e3
+    lat = []
+    for i in range(single):
+        t = time.perf_counter()
+        index.search(queries[i: i + 1], 10)
+        lat.append(time.perf_counter() - t)
+    paths = [str(index.search(queries[i: i + 1], 10, return_stats=True)[2]["path"][0]) for i in range(min(single, 50))]
+    # exactness on 10 queries against the scan over the same mapped codes
+    d, ids = index.search(queries[:10], 10)
+    q = index._prepare_codes(queries[:10], "queries")
+    fd, fp = flat_knn(index._words, index._nw, index.nbits, len(index), q, 10, index.threads)
+    print(json.dumps({"open_and_first_query_ms": round(first_ms, 1), "single_median_ms": round(float(np.median(lat)) * 1e3, 3),
+                      "single_p90_ms": round(float(np.quantile(lat, 0.9)) * 1e3, 3),
+                      "mih_path_share": round(paths.count("mih") / max(len(paths), 1), 3),
+                      "exact_vs_scan": bool((d == fd).all() and (ids == index._ids_of(fp)).all()),
+                      "serve_peak_rss_gib": round(peak_mb() / 1024, 2)}))
 
 
 def cold_warm(args):
@@ -409,14 +496,29 @@ def main():
     p.add_argument("--max-nflip", type=int, default=6)
     p.add_argument("--repeat", type=int, default=2)
     p.add_argument("--centres", type=int, default=300)
+    p.add_argument("--flip", type=float, default=None,
+                   help="clustered: every bit flipped with this probability (default: per centre, U[0.05, 0.15])")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tmp", default=None, help="folder for saved index files")
     p.add_argument("--out", default=None, help="write <out>.jsonl and <out>.md")
     p.add_argument("--cold-warm", action="store_true", help="only measure the first call, cold and warm cache")
     p.add_argument("--open-only", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--scale", action="store_true",
+                   help="MIH only: generate to a .npy, build+save and open+serve in separate processes")
+    p.add_argument("--scale-build", nargs=2, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--scale-serve", nargs=3, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.open_only:
         open_only(args.open_only)
+        return
+    if args.scale_build:
+        scale_build(*args.scale_build)
+        return
+    if args.scale_serve:
+        scale_serve(args.scale_serve[0], args.scale_serve[1], int(args.scale_serve[2]))
+        return
+    if args.scale:
+        scale(args)
         return
     rows = []
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())

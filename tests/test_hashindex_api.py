@@ -1,5 +1,6 @@
 """The index interface: shapes, padding, validation errors, ids, threads, warmup, torch-free runtime."""
 
+import os
 import json
 import subprocess
 import sys
@@ -117,10 +118,8 @@ def test_warmup_reports_its_time():
     assert t["total"] == t["import"] + t["flat"] + t["mih"]
     import sys
 
-    from hashtool.hashindex import _numpy_scan
-
-    # after warmup the kernels are loaded, so searches no longer take the numpy path
-    assert all(m in sys.modules for m in _numpy_scan.KERNEL_MODULES) and not _numpy_scan.preferred(1, 10, 1)
+    # warmup leaves the kernels loaded
+    assert all(m in sys.modules for m in ("hashtool.hashindex._flat_kernels", "hashtool.hashindex._mih_kernels"))
 
 
 def test_runtime_path_is_torch_free():
@@ -168,3 +167,29 @@ def test_popcount_is_the_llvm_intrinsic():
     asm = "".join(total.inspect_asm().values())
     assert "llvm.ctpop" in llvm
     assert "popcnt" in asm or "vpshufb" in asm
+
+
+@pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="compiles kernels")
+def test_every_kernel_compiles_once(tmp_path):
+    """No literal-argument respecialisations: warmup compiles one version of every kernel (empty cache)."""
+    code = textwrap.dedent(
+        """
+        import json
+        from hashtool.hashindex import warmup, _flat_kernels as FK, _mih_kernels as MK
+        from numba.core.registry import CPUDispatcher
+        warmup(64)
+        warmup(256)
+        out = {}
+        for mod in (FK, MK):
+            for name, obj in vars(mod).items():
+                if isinstance(obj, CPUDispatcher):
+                    out[mod.__name__ + "." + name] = len(obj.signatures)
+        print(json.dumps(out))
+        """
+    )
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr
+    counts = json.loads(res.stdout.strip().splitlines()[-1])
+    assert counts["hashtool.hashindex._mih_kernels._mih_query"] == 1
+    assert {name: c for name, c in counts.items() if c > 1} == {}

@@ -1,4 +1,4 @@
-"""The numpy scan that answers small searches in processes where the Numba kernels are not loaded."""
+"""The numpy scan that answers small searches (engine="numpy", or tiny calls), and the rule that picks it."""
 
 import json
 import subprocess
@@ -6,6 +6,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -68,7 +69,7 @@ def test_fresh_process_answers_small_searches_without_numba(tmp_path):
         out = {{}}
         q = np.load({str(tmp_path / "q.npy")!r})
         for cls in ("FlatIndex", "MIHIndex"):
-            idx = load_index({str(tmp_path)!r} + "/" + cls + ".hidx")
+            idx = load_index({str(tmp_path)!r} + "/" + cls + ".hidx", engine="numpy")
             d, i = idx.search(q, 150)
             lims, rd, ri = idx.range_search(q, 20)
             out[cls] = [d.tolist(), i.tolist(), lims.tolist(), rd.tolist(), ri.tolist()]
@@ -84,10 +85,21 @@ def test_fresh_process_answers_small_searches_without_numba(tmp_path):
         assert out[cls] == [d.tolist(), i.tolist(), lims.tolist(), rd.tolist(), ri.tolist()]
 
 
-def test_preferred_switches_to_kernels_after_enough_numpy_work(monkeypatch):
-    monkeypatch.setattr(_numpy_scan, "KERNEL_MODULES", ("no.such.module",))
-    monkeypatch.setattr(_numpy_scan, "_scanned", 0)
-    per_call = _numpy_scan.MAX_WORDS // 2
-    calls = [_numpy_scan.preferred(1, per_call, 1) for _ in range(25)]
-    assert calls[:20] == [True] * 20 and calls[20:] == [False] * 5
-    assert _numpy_scan.preferred(1, _numpy_scan.MAX_WORDS + 1, 1) is False
+def test_the_engine_is_a_function_of_the_call_only():
+    """Same arguments, same answer, however many calls came before (no process-wide counters)."""
+    from hashtool.errors import ArgumentError
+
+    big = _numpy_scan.MAX_WORDS
+    first = [_numpy_scan.use_numpy(e, 1, big // 2, 1) for e in _numpy_scan.ENGINES]
+    for _ in range(50):
+        assert [_numpy_scan.use_numpy(e, 1, big // 2, 1) for e in _numpy_scan.ENGINES] == first
+    assert first == [False, True]  # numba: never; numpy: small enough
+    assert _numpy_scan.use_numpy("numpy", 1, big + 1, 1) is False  # too big even when asked for
+    assert _numpy_scan.use_numpy("numpy", 2, big // 2, 1) is True
+    assert _numpy_scan.use_numpy("numpy", 2, big // 2 + 1, 1) is False
+    assert _numpy_scan.use_numpy("numba", 1, 1, 1) is False
+    from hashtool.hashindex import MIHIndex
+
+    for cls in (FlatIndex, MIHIndex):
+        with pytest.raises(ArgumentError, match="engine must be one of"):
+            cls(64, engine="gpu")

@@ -262,24 +262,70 @@ def test_mih_verifies_fewer_candidates_than_n_on_clustered_data():
     assert index.last_stats is stats
 
 
-def test_routing_scans_directly_after_repeated_fallbacks_and_probes_again():
+def test_small_calls_are_routed_by_the_stored_codes_and_k_the_same_every_time():
     rng = np.random.default_rng(11)
     n = 300 if NOJIT else 3000
     db = make_codes(rng, n, 64, "uniform")
-    queries = make_queries(rng, db, 20, 64)
+    queries = make_queries(rng, db, 6, 64)
     want = knn_search(queries, db, np.arange(n), 5)
-    index = MIHIndex(64)
+    index = MIHIndex(64, engine="numba")
     index.add(db)
     paths = []
     with mock.patch.object(mih_module, "SMALL_SCAN_WORDS", 0), mock.patch.object(mih_module, "FALLBACK_FRACTION", 1e-6):
-        for _ in range(2 * mih_module.PROBE_EVERY):
+        assert index.mih_pays(5) is False  # every calibration query falls back on a tiny budget
+        for _ in range(12):
             d, i, stats = index.search(queries, 5, return_stats=True)
             np.testing.assert_array_equal(d, want[0])
             np.testing.assert_array_equal(i, want[1])
-            paths.append(int((stats["lookups"] > 0).sum()))
-    assert paths[0] == mih_module.PROBE_QUERIES  # first call: a probe tries the multi-index path
-    assert 0 in paths  # later: routed straight to the scan
-    assert mih_module.PROBE_QUERIES in paths  # and probes now and then
+            paths.append(stats["path"].tolist())
+        index._pays.clear()
+        with mock.patch.object(mih_module, "ROUTE_SCAN_ABOVE", 1.0):  # the same data, told that MIH pays
+            assert index.mih_pays(5) is True
+            d, i, stats = index.search(queries, 5, return_stats=True)
+            assert (stats["lookups"] > 0).all()  # tried the multi-index path (and fell back)
+            np.testing.assert_array_equal(i, want[1])
+    assert paths == [["scan"] * len(queries)] * 12  # the first call already, and every later one alike
+
+
+@pytest.mark.skipif(NOJIT, reason="the compiled path is the one that matters; minutes as Python")
+def test_the_same_call_takes_the_same_path_in_a_fresh_process(tmp_path):
+    import json
+    import subprocess
+    import sys
+    import textwrap
+
+    rng = np.random.default_rng(5)
+    n = 50_000
+    centres = rng.integers(0, 256, size=(2000, 8), dtype=np.uint8)
+    bits = np.unpackbits(centres[rng.integers(0, 2000, size=n)], axis=1)
+    clustered = np.packbits(bits ^ (rng.random(bits.shape) < 0.03), axis=1)
+    uniform = make_codes(rng, n, 64, "uniform")
+    want = {}
+    for name, db in (("clustered", clustered), ("uniform", uniform)):
+        index = MIHIndex(64, engine="numba")
+        index.add(db)
+        index.save(tmp_path / f"{name}.htidx")
+        for nq in (1, 3, 200):
+            stats = index.search(db[:nq], 10, return_stats=True)[2]
+            want[f"{name}-{nq}"] = [stats["path"].tolist(), stats["lookups"].tolist()]
+            assert index.search(db[:nq], 10, return_stats=True)[2]["path"].tolist() == want[f"{name}-{nq}"][0]
+    assert want["clustered-1"][0] == ["mih"] and want["uniform-1"][0] == ["scan"]  # both paths are covered
+    code = textwrap.dedent(f"""
+        import json
+        import numpy as np
+        from hashtool.hashindex import load_index
+        out = {{}}
+        for name in ("clustered", "uniform"):
+            index = load_index({str(tmp_path)!r} + "/" + name + ".htidx", engine="numba")
+            db = index.codes()
+            for nq in (1, 3, 200):
+                stats = index.search(db[:nq], 10, return_stats=True)[2]
+                out[name + "-" + str(nq)] = [stats["path"].tolist(), stats["lookups"].tolist()]
+        print(json.dumps(out))
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout.strip().splitlines()[-1]) == want
 
 
 def test_a_large_batch_probes_first_then_scans_the_rest():

@@ -70,7 +70,7 @@ def _search(gen, images, k, max_distance, tta, threads, quiet):
     from hashtool.files import load_image
 
     encoder = Encoder(gen.encoder_path, threads=threads)
-    index = gen.open_codes(mmap=True)
+    index = gen.open_codes(mmap=True, engine="numpy")  # a few queries: answered without loading the kernels
     if threads:
         index.threads = threads
     arrays, names, failed = [], [], 0

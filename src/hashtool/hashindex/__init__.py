@@ -27,26 +27,33 @@ __all__ = ["BaseIndex", "FlatIndex", "MIHIndex", "ShardedIndex", "load_index", "
 _CLASSES = {1: FlatIndex, 2: MIHIndex}
 
 
-def load_index(path, mmap: bool = True, verify: bool = True, threads: int | None = None):
+def load_index(path, mmap: bool = True, verify: bool | None = None, threads: int | None = None, engine: str = "numba"):
     """Open an index saved with ``index.save(path)``; returns a :class:`FlatIndex` or :class:`MIHIndex`.
 
     ``mmap=True`` maps the file privately (copy-on-write), so opening is fast and pages are read on
-    demand; the file can be replaced while mapped. ``verify=True`` checks the payload checksum (a
-    streaming read of the whole file, without making it resident) and the structure of ids and tables;
-    ``verify=False`` checks only the header, its checksum and section bounds, for the fastest open of a
-    file you trust. A bad file raises :class:`~hashtool.errors.IndexFormatError` naming it.
+    demand; the file can be replaced while mapped. ``verify=True`` checks every checksum (a read of the
+    whole file) and the structure of ids and tables, as :meth:`~BaseIndex.verify` does; ``verify=False``
+    checks the header, its checksum, the section bounds and the small sections, an open in microseconds
+    whatever the size. The default, ``None``, verifies when ``mmap=False`` (every byte is read then
+    anyway) and not with a mapping: call ``index.verify()`` (``hashtool index verify``) to check a mapped
+    file. Searches never read outside the arrays, whatever the bytes (the kernels check positions and
+    bucket bounds). A bad file raises :class:`~hashtool.errors.IndexFormatError` naming it. ``engine``
+    (``"numba"``, ``"numpy"``) says which scan answers a call, see
+    :mod:`hashtool.hashindex._numpy_scan`: a short-lived process answering a few queries passes ``"numpy"``.
     """
     from hashtool.hashindex import _format
 
-    f = _format.read_index(path, mmap=mmap, verify=verify)
+    f = _format.read_index(path, mmap=mmap, verify=(not mmap) if verify is None else verify)
     cls = _CLASSES.get(f.index_type)
     if cls is None:  # pragma: no cover - _format already rejects unknown types
         raise IndexFormatError(f"{path}: unknown index type {f.index_type}")
     try:
-        index = cls(f.nbits, threads=threads)
+        index = cls(f.nbits, threads=threads, engine=engine)
     except ValueError as exc:
         raise IndexFormatError(f"{path}: header is inconsistent ({exc})") from None
     index._restore(f)
+    if f.verified:
+        index._check_structure()
     return index
 
 

@@ -35,11 +35,12 @@ class BaseIndex:
 
     _TYPE = 0
 
-    def __init__(self, nbits: int, threads: int | None = None):
+    def __init__(self, nbits: int, threads: int | None = None, engine: str = "numba"):
         self._nbits = _codes.check_nbits(nbits)
+        self.engine = engine
         self._nw = _codes.words_per_code(self._nbits)
         self._words = np.zeros(0, dtype=np.uint64)
-        self._ids = np.zeros(0, dtype=np.int64)
+        self._ids_arr = np.zeros(0, dtype=np.int64)  # None: the ids are 0..n-1 (not materialised)
         self.threads = threads
         self._file = None
 
@@ -59,6 +60,29 @@ class BaseIndex:
         self._threads = resolve_threads(value)
 
     @property
+    def engine(self) -> str:
+        """Which scan answers a call: "numba" (the kernels) or "numpy" for small calls.
+
+        See :mod:`hashtool.hashindex._numpy_scan`."""
+        return self._engine
+
+    @engine.setter
+    def engine(self, value) -> None:
+        from hashtool.hashindex._numpy_scan import check_engine
+
+        self._engine = check_engine(value)
+
+    @property
+    def _ids(self) -> np.ndarray:
+        if self._ids_arr is None:
+            self._ids_arr = np.arange(len(self), dtype=np.int64)
+        return self._ids_arr
+
+    @_ids.setter
+    def _ids(self, value) -> None:
+        self._ids_arr = value
+
+    @property
     def ids(self) -> np.ndarray:
         """Stored ids, ascending (a read-only view)."""
         v = self._ids.view()
@@ -66,7 +90,7 @@ class BaseIndex:
         return v
 
     def __len__(self) -> int:
-        return int(self._ids.shape[0])
+        return int(self._words.shape[0] // self._nw)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(nbits={self._nbits}, n={len(self)}, threads={self._threads})"
@@ -103,6 +127,12 @@ class BaseIndex:
         """
         words = self._prepare_codes(codes, "codes")
         n_new = words.shape[0] // self._nw
+        if ids is None and len(self) == 0:  # ids 0..n-1: kept implicit (no n-element id array, no sort)
+            if n_new:
+                self._words = words
+                self._ids = None
+                self._changed()
+            return
         if ids is None:
             start = int(self._ids[-1]) + 1 if len(self) else 0
             new_ids = np.arange(start, start + n_new, dtype=np.int64)
@@ -195,7 +225,9 @@ class BaseIndex:
         return arr
 
     def _changed(self) -> None:
-        """Hook: called after every add/remove (MIH invalidates its tables here)."""
+        """Hook: called after every add/remove (MIH also invalidates its tables); the file no longer
+        describes the index."""
+        self._file = None
 
     # ------------------------------------------------------------------ search
     def _check_k(self, k) -> int:
@@ -205,6 +237,8 @@ class BaseIndex:
         return _as_int(max_distance, "max_distance", 0)
 
     def _ids_of(self, pos: np.ndarray) -> np.ndarray:
+        if self._ids_arr is None:  # ids are positions
+            return np.array(pos, dtype=np.int64)
         out = np.full(pos.shape, -1, dtype=np.int64)
         ok = pos >= 0
         if len(self):
@@ -212,8 +246,16 @@ class BaseIndex:
         return out
 
     # ------------------------------------------------------------------ persistence
+    def _id_sections(self) -> dict:
+        """The codes, and the ids unless they are 0..n-1 (rows are sorted by id, so that holds exactly when
+        the last id is n - 1)."""
+        n = len(self)
+        if self._ids_arr is None or n == 0 or int(self._ids_arr[-1]) == n - 1:
+            return {"words": self._words}
+        return {"words": self._words, "ids": self._ids_arr}
+
     def _sections(self) -> tuple[list, dict]:
-        return [], {"words": self._words, "ids": self._ids}
+        return [], self._id_sections()
 
     def save(self, path) -> None:
         """Write the index to ``path`` atomically (see :mod:`hashtool.hashindex._format`)."""
@@ -223,11 +265,11 @@ class BaseIndex:
         _format.write_index(path, self._TYPE, self._nbits, len(self), params, sections)
 
     @classmethod
-    def load(cls, path, mmap: bool = True, verify: bool = True, threads: int | None = None):
+    def load(cls, path, mmap: bool = True, verify: bool | None = None, threads: int | None = None, engine: str = "numba"):
         """Load an index of this class; see :func:`hashtool.hashindex.load_index`."""
         from hashtool.hashindex import load_index
 
-        index = load_index(path, mmap=mmap, verify=verify, threads=threads)
+        index = load_index(path, mmap=mmap, verify=verify, threads=threads, engine=engine)
         if not isinstance(index, cls):
             raise IndexFormatError(
                 f"{path}: holds a {type(index).__name__}, not a {cls.__name__}; use hashtool.hashindex.load_index"
@@ -238,19 +280,39 @@ class BaseIndex:
         """Fill this (fresh) index from a parsed file; subclasses extend it."""
         words = f.sections.get("words")
         ids = f.sections.get("ids")
-        if words is None or ids is None:
+        if words is None or (ids is None and f.version == 1):
             raise IndexFormatError(f"{f.path}: a section ('words' or 'ids') is missing")
-        if words.dtype != np.uint64 or ids.dtype != np.int64:
+        if words.dtype != np.uint64 or (ids is not None and ids.dtype != np.int64):
             raise IndexFormatError(f"{f.path}: sections have the wrong dtypes")
-        if words.shape[0] != f.count * self._nw or ids.shape[0] != f.count:
+        if words.shape[0] != f.count * self._nw or (ids is not None and ids.shape[0] != f.count):
             raise IndexFormatError(
-                f"{f.path}: section sizes ({words.shape[0]} words, {ids.shape[0]} ids) do not match "
-                f"{f.count} codes of {self._nbits} bits"
+                f"{f.path}: section sizes ({words.shape[0]} words, {'implicit' if ids is None else ids.shape[0]} ids) "
+                f"do not match {f.count} codes of {self._nbits} bits"
             )
-        if f.verified and ids.shape[0] > 1 and not (np.diff(ids) > 0).all():
-            raise IndexFormatError(f"{f.path}: ids are not strictly increasing; the file is corrupted")
-        if f.verified and ids.shape[0] and ids[0] < 0:
-            raise IndexFormatError(f"{f.path}: holds a negative id; the file is corrupted")
         self._words = words
-        self._ids = ids
+        self._ids_arr = ids
         self._file = f
+
+    def _check_structure(self) -> None:
+        """Check what checksums cannot: the ids are >= 0 and strictly increasing (subclasses extend it)."""
+        where = self._file.path if self._file is not None else "the index"
+        ids = self._ids_arr
+        if ids is not None and ids.shape[0] > 1 and not (np.diff(ids) > 0).all():
+            raise IndexFormatError(f"{where}: ids are not strictly increasing; the file is corrupted")
+        if ids is not None and ids.shape[0] and ids[0] < 0:
+            raise IndexFormatError(f"{where}: holds a negative id; the file is corrupted")
+
+    def verify(self) -> dict:
+        """Check the index against its file: every checksum and the structure (what ``hashtool index verify``
+        runs). Returns ``{"path", "format_version", "bytes_checked", "codes"}`` (path and version None for an
+        index not loaded from a file, or changed since); raises IndexFormatError naming the file when the
+        file or the structure is damaged."""
+        f = self._file
+        checked = f.verify_bytes() if f is not None else 0
+        self._check_structure()
+        return {
+            "path": f.path if f is not None else None,
+            "format_version": f.version if f is not None else None,
+            "bytes_checked": checked,
+            "codes": len(self),
+        }

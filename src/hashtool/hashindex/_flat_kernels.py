@@ -10,6 +10,10 @@ rows; the loop over rows is branch-free and has special cases for 1, 2 and 4 wor
 (the ``popcount`` intrinsic becomes ``popcnt``/``vpopcntq``). Tiling: a block of ``BLOCK_WORDS`` words
 (16 KiB, L1-resident) is reused by every query of a tile of ``TILE_Q`` queries before moving on.
 
+Hits. Once a query's threshold is tight, almost no block holds a row below it, and a block costs one
+vectorised count (:func:`block_count_below`). A block that does hold some is searched in sub-blocks of
+``SUB_ROWS`` rows, counted the same way, and only sub-blocks with a hit are walked row by row.
+
 Selection by counting (no heap). Distances are integers in ``[0, nbits]``. Each query keeps a buffer of
 candidates in scan (= position) order and a threshold ``thr``: a row is appended only if ``d < thr``.
 When the buffer is full, a ``nbits + 1`` bin histogram gives the k-th smallest distance ``t``; the buffer
@@ -36,6 +40,7 @@ from hashtool.hashindex._popcount import popcount
 
 TILE_Q = 64
 BLOCK_WORDS = 2048
+SUB_ROWS = 64
 
 
 @njit(cache=True, nogil=True)
@@ -206,23 +211,30 @@ def knn_tile(words, nw, nbits, q, qa, qb, pa, pb, k, out_d, out_p, out_n):
     thr = np.full(nt, nbits + 1, np.int64)
     hist = np.empty(nbits + 1, np.int64)
     block = max(1, BLOCK_WORDS // nw)
-    dist = np.empty(block, np.int32)
+    dist = np.empty(SUB_ROWS, np.int32)
     for p0 in range(pa, pb, block):
         p1 = min(p0 + block, pb)
         for t in range(nt):
             th = thr[t]
-            if block_count_below(words, nw, p0, p1, q, (qa + t) * nw, th) == 0:
+            qo = (qa + t) * nw
+            if block_count_below(words, nw, p0, p1, q, qo, th) == 0:
                 continue
-            block_distances(words, nw, p0, p1, q, (qa + t) * nw, dist)
+            # a block with hits: find them sub-block by sub-block, so the row-by-row loop runs only over
+            # the SUB_ROWS rows around each hit (the threshold tightens as hits come in)
             c = cnt[t]
-            for i in range(p1 - p0):
-                d = dist[i]
-                if d < th:
-                    bd[t, c] = d
-                    bp[t, c] = p0 + i
-                    c += 1
-                    if c == cap:
-                        c, th = compact(bd[t], bp[t], c, k, hist)
+            for s0 in range(p0, p1, SUB_ROWS):
+                s1 = min(s0 + SUB_ROWS, p1)
+                if block_count_below(words, nw, s0, s1, q, qo, th) == 0:
+                    continue
+                block_distances(words, nw, s0, s1, q, qo, dist)
+                for i in range(s1 - s0):
+                    d = dist[i]
+                    if d < th:
+                        bd[t, c] = d
+                        bp[t, c] = s0 + i
+                        c += 1
+                        if c == cap:
+                            c, th = compact(bd[t], bp[t], c, k, hist)
             cnt[t] = c
             thr[t] = th
     for t in range(nt):
@@ -245,7 +257,7 @@ def knn_merge(cd, cp, cn, k, nbits, out_d, out_p, out_n):
     bp = np.empty(nchunks * k + 1, np.int64)
     hist = np.empty(nbits + 1, np.int64)
     for qi in range(nq):
-        c = 0
+        c = np.int64(0)  # not a literal: emit gets one specialisation
         for ch in range(nchunks):
             for i in range(cn[ch, qi]):
                 bd[c] = cd[ch, qi, i]

@@ -4,10 +4,12 @@ Multi-Index Hashing", TPAMI 2014).
 Tables. The ``nbits`` of a code are cut into ``m`` contiguous substrings (widths differ by at most one
 bit when ``nbits % m != 0``; each at most 32 bits). Table ``j`` maps the substring value (the *key*) to the
 rows that have it, in CSR form built count-then-fill: ``offsets`` over all ``2**width`` keys when that
-is small (*dense*), or sorted distinct keys + binary search (*sparse*). Each table entry stores the row's
-position and a copy of the row's first 64-bit word, so that verifying a candidate reads the bucket
-sequentially (for 64-bit codes the copy *is* the code; for longer codes it gives a lower bound that
-rejects most candidates before the full code is read).
+is small (*dense*), or sorted distinct keys + binary search (*sparse*). Offsets and positions are int32
+and sparse keys uint32 (an index holds fewer than 2**31 codes), and a table entry is only the row's
+position: verifying a candidate reads the row's first word from the codes (a lower bound that rejects most
+candidates of longer codes before the rest is read). Entries come from a file that may not have been
+verified yet, so every position and bucket bound is checked before it is used: a bad one is counted in the
+query's ``bad`` statistic, never dereferenced.
 
 Exact k-NN. For substring radius r = 0, 1, 2, ... and table j = 0..m-1, enumerate every key at exactly
 distance r from the query's substring j (Gosper's hack over r-subsets of the width), and verify each row
@@ -64,8 +66,8 @@ def substring_keys(words, nw, n, start, width, out):
 
 
 @njit(cache=True, nogil=True)
-def build_dense(keys, words, nw, n, offsets, pos_out, word0_out):
-    """Counting sort of rows by key into a dense table (``offsets`` has 2**width + 1 zeroed entries)."""
+def build_dense(keys, n, offsets, pos_out):
+    """Counting sort of rows by key into a dense table (``offsets``: 2**width + 1 zeroed int32 entries)."""
     for i in range(n):
         offsets[keys[i] + 1] += 1
     for b in range(1, offsets.shape[0]):
@@ -76,7 +78,34 @@ def build_dense(keys, words, nw, n, offsets, pos_out, word0_out):
         o = cur[kk]
         cur[kk] = o + 1
         pos_out[o] = i
-        word0_out[o] = words[i * nw]
+
+
+@njit(cache=True, nogil=True)
+def heapsort(a, cnt):
+    """Sort ``a[:cnt]`` (int64) in place (a heap sort: no scratch, no generic np.sort specialisation)."""
+    for start in range(cnt // 2 - 1, -1, -1):
+        _sift(a, start, cnt)
+    for end in range(cnt - 1, 0, -1):
+        t = a[0]
+        a[0] = a[end]
+        a[end] = t
+        _sift(a, np.int64(0), end)
+
+
+@njit(cache=True, nogil=True)
+def _sift(a, root, end):
+    while True:
+        child = 2 * root + 1
+        if child >= end:
+            return
+        if child + 1 < end and a[child + 1] > a[child]:
+            child += 1
+        if a[root] >= a[child]:
+            return
+        t = a[root]
+        a[root] = a[child]
+        a[child] = t
+        root = child
 
 
 @njit(cache=True, nogil=True)
@@ -84,7 +113,7 @@ def lookup(j, key, t_dense, t_off_base, t_key_base, t_key_len, t_offsets, t_keys
     """Entry range [lo, hi) of ``key`` in table ``j`` (empty when the key is absent)."""
     ob = t_off_base[j]
     if t_dense[j]:
-        return t_offsets[ob + key], t_offsets[ob + key + 1]
+        return np.int64(t_offsets[ob + key]), np.int64(t_offsets[ob + key + 1])
     kb = t_key_base[j]
     kl = t_key_len[j]
     lo = 0
@@ -96,7 +125,7 @@ def lookup(j, key, t_dense, t_off_base, t_key_base, t_key_len, t_offsets, t_keys
         else:
             hi = mid
     if lo < kl and t_keys[kb + lo] == key:
-        return t_offsets[ob + lo], t_offsets[ob + lo + 1]
+        return np.int64(t_offsets[ob + lo]), np.int64(t_offsets[ob + lo + 1])
     return np.int64(0), np.int64(0)
 
 
@@ -129,7 +158,7 @@ def set_add(table, count, key):
 @njit(cache=True, nogil=True)
 def keep_best(buf, cnt, k):
     """Sort the first ``cnt`` keys, keep the k smallest; return (count, threshold key)."""
-    buf[:cnt] = np.sort(buf[:cnt])
+    heapsort(buf, cnt)
     if cnt >= k:
         return k, buf[k - 1]
     return cnt, NO_KEY
@@ -137,12 +166,13 @@ def keep_best(buf, cnt, k):
 
 @njit(cache=True, nogil=True)
 def _mih_query(words, nw, n, q, qi, k, max_distance, m, sub_start, sub_width,
-               t_dense, t_off_base, t_key_base, t_key_len, t_offsets, t_keys, t_pos, t_word0,
+               t_dense, t_off_base, t_key_base, t_key_len, t_offsets, t_keys, t_pos,
                budget, qk, buf):
     """One query of exact k-NN (``max_distance < 0``) or range search (``max_distance >= 0``).
 
-    Returns (buf, count, lookups, candidates, radius, fell_back); ``buf[:count]`` holds sorted keys
-    ``distance << 40 | position`` (the k best, or every row within ``max_distance``).
+    Returns (buf, count, lookups, candidates, radius, fell_back, bad); ``buf[:count]`` holds sorted keys
+    ``distance << 40 | position`` (the k best, or every row within ``max_distance``); ``bad`` counts
+    positions or bucket bounds out of range (a corrupted file: the caller raises).
     """
     qo = qi * nw
     q0 = q[qo]
@@ -151,12 +181,13 @@ def _mih_query(words, nw, n, q, qi, k, max_distance, m, sub_start, sub_width,
     is_range = max_distance >= 0
     range_thr = (np.int64(max_distance) + 1) << POS_SHIFT
     thr = range_thr if is_range else NO_KEY
-    cnt = 0
+    cnt = np.int64(0)  # not a literal: keep_best and set_add get one specialisation
     seen = np.full(64, -1, np.int64)
-    nseen = 0
+    nseen = np.int64(0)
     lookups = 0
     cands = 0
     verifies = 0
+    bad = 0
     maxw = 0
     for j in range(m):
         maxw = max(maxw, sub_width[j])
@@ -174,12 +205,18 @@ def _mih_query(words, nw, n, q, qi, k, max_distance, m, sub_start, sub_width,
                 while v < limit:
                     lo, hi = lookup(j, qk[j] ^ v, t_dense, t_off_base, t_key_base, t_key_len, t_offsets, t_keys)
                     lookups += 1
+                    if lo < 0 or hi > n or lo > hi:
+                        bad += 1
+                        lo = hi = 0
                     cands += hi - lo
                     for e in range(base + lo, base + hi):
-                        d = popcount(q0 ^ t_word0[e])
+                        p = np.int64(t_pos[e])
+                        if p < 0 or p >= n:
+                            bad += 1
+                            continue
+                        d = popcount(q0 ^ words[p * nw])
                         if (d << POS_SHIFT) >= thr:
                             continue
-                        p = np.int64(t_pos[e])
                         if nw > 1:
                             verifies += 1
                             pb = p * nw
@@ -228,28 +265,30 @@ def _mih_query(words, nw, n, q, qi, k, max_distance, m, sub_start, sub_width,
         if done or fell:
             break
     if is_range:
-        buf[:cnt] = np.sort(buf[:cnt])
+        heapsort(buf, cnt)
     else:
         cnt, thr = keep_best(buf, cnt, k)
-    return buf, cnt, lookups, cands, radius, fell
+    return buf, cnt, lookups, cands, radius, fell, bad
 
 
 @njit(cache=True, nogil=True)
 def mih_knn(words, nw, n, q, qa, qb, k, m, sub_start, sub_width,
-            t_dense, t_off_base, t_key_base, t_key_len, t_offsets, t_keys, t_pos, t_word0,
-            budget, out_d, out_p, st_lookups, st_cands, st_radius, st_fallback):
+            t_dense, t_off_base, t_key_base, t_key_len, t_offsets, t_keys, t_pos,
+            budget, out_d, out_p, st_lookups, st_cands, st_radius, st_fallback, st_bad):
     """Exact k-NN for queries qa..qb-1 (one task of the thread pool). Fallen-back queries are marked."""
     qk = np.empty(m, np.int64)
     buf = np.empty(2 * k + 32, np.int64)
     mask = (np.int64(1) << POS_SHIFT) - 1
+    no_limit = np.int64(-1)  # a variable, not a literal: one specialisation of _mih_query serves both callers
     for qi in range(qa, qb):
-        buf, cnt, lk, cd, rad, fell = _mih_query(
-            words, nw, n, q, qi, k, -1, m, sub_start, sub_width, t_dense, t_off_base, t_key_base,
-            t_key_len, t_offsets, t_keys, t_pos, t_word0, budget, qk, buf)
+        buf, cnt, lk, cd, rad, fell, bad = _mih_query(
+            words, nw, n, q, qi, k, no_limit, m, sub_start, sub_width, t_dense, t_off_base, t_key_base,
+            t_key_len, t_offsets, t_keys, t_pos, budget, qk, buf)
         st_lookups[qi] = lk
         st_cands[qi] = cd
         st_radius[qi] = rad
         st_fallback[qi] = fell
+        st_bad[qi] = bad
         for o in range(k):
             if o < cnt and not fell:
                 out_d[qi, o] = buf[o] >> POS_SHIFT
@@ -261,8 +300,8 @@ def mih_knn(words, nw, n, q, qa, qb, k, m, sub_start, sub_width,
 
 @njit(cache=True, nogil=True)
 def mih_range(words, nw, n, q, qa, qb, max_distance, m, sub_start, sub_width,
-              t_dense, t_off_base, t_key_base, t_key_len, t_offsets, t_keys, t_pos, t_word0,
-              budget, st_lookups, st_cands, st_radius, st_fallback):
+              t_dense, t_off_base, t_key_base, t_key_len, t_offsets, t_keys, t_pos,
+              budget, st_lookups, st_cands, st_radius, st_fallback, st_bad):
     """Exact range search for queries qa..qb-1 (one task of the thread pool).
 
     Returns (keys, counts): the sorted keys ``distance << 40 | position`` of every match, query after
@@ -271,16 +310,18 @@ def mih_range(words, nw, n, q, qa, qb, max_distance, m, sub_start, sub_width,
     qk = np.empty(m, np.int64)
     buf = np.empty(64, np.int64)
     out = np.empty(1024, np.int64)
+    one = np.int64(1)
     counts = np.zeros(qb - qa, np.int64)
     total = 0
     for qi in range(qa, qb):
-        buf, cnt, lk, cd, rad, fell = _mih_query(
-            words, nw, n, q, qi, 1, max_distance, m, sub_start, sub_width, t_dense, t_off_base,
-            t_key_base, t_key_len, t_offsets, t_keys, t_pos, t_word0, budget, qk, buf)
+        buf, cnt, lk, cd, rad, fell, bad = _mih_query(
+            words, nw, n, q, qi, one, max_distance, m, sub_start, sub_width, t_dense, t_off_base,
+            t_key_base, t_key_len, t_offsets, t_keys, t_pos, budget, qk, buf)
         st_lookups[qi] = lk
         st_cands[qi] = cd
         st_radius[qi] = rad
         st_fallback[qi] = fell
+        st_bad[qi] = bad
         if fell:
             continue
         if total + cnt > out.shape[0]:

@@ -1,12 +1,15 @@
-"""An exhaustive scan in plain numpy (``np.bitwise_count``), for small searches in fresh processes.
+"""An exhaustive scan in plain numpy (``np.bitwise_count``), and the rule that decides when to use it.
 
 Loading the Numba kernels costs a process the numba import plus the cached machine code of every kernel
 (0.3 s on a quiet machine, several seconds under load, minutes with an empty cache), while one query
-against a million 64-bit codes takes numpy about 20 ms. So while the kernels are not loaded yet and the
-search is small (at most :data:`MAX_WORDS` code words compared), :func:`preferred` says to answer here.
-A long-lived process loads the kernels on its first large search, once its small numpy scans have
-added up to :data:`SWITCH_AFTER_WORDS` (about a quarter of a second of numpy), or on
-:func:`hashtool.hashindex.warmup`; from then on every search uses them.
+against a million 64-bit codes takes numpy about 20 ms. Which one answers is a function of the call
+(:func:`use_numpy`), never of what the process did before, so the same call takes the same path in every
+process and thread:
+
+* ``engine="numba"`` (the default): always the kernels.
+* ``engine="numpy"``: numpy for every call of at most :data:`MAX_WORDS` words (about 25-50 ms of numpy),
+  the kernels beyond. For short-lived processes that answer a few queries (the CLI), where loading the
+  kernels would cost more than the searches.
 
 Results are exactly the kernels': stored rows are sorted by id, so a stable sort by distance gives the
 (distance, id) order, with -1 padding past the stored codes.
@@ -14,25 +17,24 @@ Results are exactly the kernels': stored rows are sorted by id, so a stable sort
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 
+from hashtool.errors import ArgumentError
+
+ENGINES = ("numba", "numpy")
 MAX_WORDS = 50_000_000  # ~25-50 ms of numpy on one core
-SWITCH_AFTER_WORDS = 10 * MAX_WORDS
-KERNEL_MODULES = ("hashtool.hashindex._flat_kernels", "hashtool.hashindex._mih_kernels")
-_scanned = 0  # code words compared by numpy scans in this process
 
 
-def preferred(nq: int, n: int, nw: int) -> bool:
-    """Use the numpy scan: the kernels are not loaded in this process, the scan is small, and the numpy
-    scans so far have not yet cost more than loading the kernels would."""
-    global _scanned
-    work = nq * n * nw
-    if work > MAX_WORDS or _scanned + work > SWITCH_AFTER_WORDS or any(m in sys.modules for m in KERNEL_MODULES):
-        return False
-    _scanned += work
-    return True
+def check_engine(engine) -> str:
+    """Validate an ``engine`` argument (see the module docstring)."""
+    if engine not in ENGINES:
+        raise ArgumentError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}")
+    return engine
+
+
+def use_numpy(engine: str, nq: int, n: int, nw: int) -> bool:
+    """Answer a call comparing ``nq`` queries with ``n`` codes of ``nw`` words by the numpy scan?"""
+    return engine == "numpy" and nq * n * nw <= MAX_WORDS
 
 
 def _distances(words2d: np.ndarray, query: np.ndarray) -> np.ndarray:

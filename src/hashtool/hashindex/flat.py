@@ -24,14 +24,17 @@ def _by_queries(nq: int, n: int, threads: int) -> bool:
     return threads == 1 or ntiles >= _TILES_PER_THREAD * threads or n < 2 * _MIN_CHUNK_ROWS
 
 
-def flat_knn(words, nw, nbits, n, q, k, threads):
-    """k-NN by exhaustive scan over positions; returns (distances int32 (nq,k), positions int64 (nq,k))."""
+def flat_knn(words, nw, nbits, n, q, k, threads, engine="numba"):
+    """k-NN by exhaustive scan over positions; returns (distances int32 (nq,k), positions int64 (nq,k)).
+
+    ``engine`` picks numpy or the kernels as :func:`hashtool.hashindex._numpy_scan.use_numpy` says.
+    """
     nq = q.shape[0] // nw
     out_d = np.full((nq, k), -1, dtype=np.int32)
     out_p = np.full((nq, k), -1, dtype=np.int64)
     if nq == 0 or n == 0:
         return out_d, out_p
-    if _numpy_scan.preferred(nq, n, nw):
+    if _numpy_scan.use_numpy(engine, nq, n, nw):
         return _numpy_scan.knn(words, nw, nbits, n, q, k)
     out_n = np.zeros(nq, dtype=np.int64)
     if _by_queries(nq, n, threads):
@@ -49,13 +52,13 @@ def flat_knn(words, nw, nbits, n, q, k, threads):
     return out_d, out_p
 
 
-def flat_range(words, nw, nbits, n, q, max_distance, threads):
+def flat_range(words, nw, nbits, n, q, max_distance, threads, engine="numba"):
     """Range search by exhaustive scan; returns (lims int64, distances int32, positions int64)."""
     nq = q.shape[0] // nw
     if nq == 0 or n == 0:
         return np.zeros(nq + 1, dtype=np.int64), np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int64)
     max_distance = min(max_distance, nbits)
-    if _numpy_scan.preferred(nq, n, nw):
+    if _numpy_scan.use_numpy(engine, nq, n, nw):
         return _numpy_scan.range_search(words, nw, n, q, max_distance)
     lims = np.zeros(nq + 1, dtype=np.int64)
     if _by_queries(nq, n, threads):
@@ -88,6 +91,9 @@ class FlatIndex(BaseIndex):
     >>> index.add(codes)                      # packed uint8 (n, 8), ids 0..n-1
     >>> distances, ids = index.search(queries, k=10)
     >>> lims, distances, ids = index.range_search(queries, max_distance=8)
+
+    ``engine``: "numba" (the kernels) or "numpy" (numpy for small calls), which scan answers a call (see
+    :mod:`hashtool.hashindex._numpy_scan`); a function of the call, never of the process's history.
     """
 
     _TYPE = 1
@@ -99,12 +105,12 @@ class FlatIndex(BaseIndex):
         """
         k = self._check_k(k)
         q = self._prepare_codes(queries, "queries")
-        d, p = flat_knn(self._words, self._nw, self._nbits, len(self), q, k, self._threads)
+        d, p = flat_knn(self._words, self._nw, self._nbits, len(self), q, k, self._threads, self._engine)
         return d, self._ids_of(p)
 
     def range_search(self, queries, max_distance):
         """Every code within ``max_distance`` (inclusive) of each query, as CSR ``(lims, distances, ids)``."""
         r = self._check_radius(max_distance)
         q = self._prepare_codes(queries, "queries")
-        lims, d, p = flat_range(self._words, self._nw, self._nbits, len(self), q, r, self._threads)
+        lims, d, p = flat_range(self._words, self._nw, self._nbits, len(self), q, r, self._threads, self._engine)
         return lims, d, self._ids_of(p)

@@ -16,11 +16,13 @@ Choices (see :mod:`hashtool.hashindex._mih_kernels` for the search itself):
   scan, and a query that exceeds it is answered by the scan. So a query costs at most about
   ``1 + FALLBACK_FRACTION`` scans. ``fallback=False`` forces the multi-index path (for tests and
   benchmarks).
-* Routing (k-NN): a large batch first sends a probe of ``max(PROBE_QUERIES, nq // 16)`` queries through
-  the multi-index path; if more than ``ROUTE_SCAN_ABOVE`` of them fell back, the rest of the batch is
-  scanned directly. Across calls, when nearly every recent query fell back (an exponential average above
-  ``ROUTE_SCAN_ABOVE``), later calls scan directly, except that every ``PROBE_EVERY``-th call still sends
-  up to ``PROBE_QUERIES`` queries through the multi-index path to notice when the workload changes. This
+* Routing (k-NN), a function of the call and of the stored codes only (never of earlier calls, so the
+  same call takes the same path in every process and thread): a large batch first sends a probe of
+  ``max(PROBE_QUERIES, nq // 16)`` of its queries through the multi-index path; if more than
+  ``ROUTE_SCAN_ABOVE`` of them fell back, the rest of the batch is scanned directly. A small call (too
+  few queries for a probe of its own) asks :meth:`MIHIndex.mih_pays`: ``CALIBRATION_QUERIES`` stored
+  codes, at fixed evenly spaced positions, are searched once per ``k`` after every table build; if more
+  than ``ROUTE_SCAN_ABOVE`` of them fell back, small calls with that ``k`` are scanned directly. This
   keeps uniform data, where multi-index hashing cannot win at these sizes, within a few percent of the
   scan. Range search needs no routing: its enumeration cost is known before it starts.
 * Per-query statistics of the last search are in :attr:`MIHIndex.last_stats` (and returned with
@@ -47,10 +49,11 @@ DENSE_MAX_BITS = 24
 SMALL_SCAN_WORDS = 1 << 14
 FALLBACK_FRACTION = 0.1
 ROUTE_SCAN_ABOVE = 0.9
-PROBE_EVERY = 8
 PROBE_QUERIES = 8
+CALIBRATION_QUERIES = 16
 _TABLE_KEYS = ("sub_start", "sub_width", "t_dense", "t_off_base", "t_key_base", "t_key_len")
-_TABLE_ARRAYS = ("t_offsets", "t_keys", "t_pos", "t_word0")
+_TABLE_ARRAYS = ("t_offsets", "t_keys", "t_pos")
+_TABLE_DTYPES = {"t_offsets": np.int32, "t_keys": np.uint32, "t_pos": np.int32}
 
 
 def default_m(nbits: int, n: int) -> int:
@@ -78,8 +81,9 @@ class MIHIndex(BaseIndex):
 
     _TYPE = 2
 
-    def __init__(self, nbits: int, m: int | None = None, threads: int | None = None, fallback: bool = True):
-        super().__init__(nbits, threads)
+    def __init__(self, nbits: int, m: int | None = None, threads: int | None = None, fallback: bool = True,
+                 engine: str = "numba"):
+        super().__init__(nbits, threads, engine)
         if m is not None:
             m = _as_int(m, "m", 1)
             lo = -(-self._nbits // MAX_WIDTH)
@@ -92,8 +96,7 @@ class MIHIndex(BaseIndex):
         self._fallback = bool(fallback)
         self._tables = None
         self.last_stats = None
-        self._fell_avg = 0.0
-        self._calls = 0
+        self._pays = {}  # k -> does the multi-index path pay for small calls (see mih_pays)
 
     @property
     def m(self) -> int:
@@ -115,7 +118,9 @@ class MIHIndex(BaseIndex):
 
     # ------------------------------------------------------------------ tables
     def _changed(self) -> None:
+        super()._changed()
         self._tables = None
+        self._pays = {}
 
     def _ensure_tables(self) -> dict:
         if self._tables is None:
@@ -124,6 +129,8 @@ class MIHIndex(BaseIndex):
 
     def _build_tables(self) -> dict:
         n, nw, words = len(self), self._nw, self._words
+        if n >= 2**31:
+            raise ArgumentError(f"MIHIndex holds at most 2**31 - 1 codes, got {n}; use FlatIndex")
         m = self.m
         starts, widths = substring_layout(self._nbits, m)
         t_dense = np.zeros(m, dtype=np.int64)
@@ -131,30 +138,31 @@ class MIHIndex(BaseIndex):
         t_key_base = np.zeros(m, dtype=np.int64)
         t_key_len = np.zeros(m, dtype=np.int64)
         t_pos = np.empty(m * n, dtype=np.int32)
-        t_word0 = np.empty(m * n, dtype=np.uint64)
         offsets, keys_all = [], []
         off_base = key_base = 0
-        keys = np.empty(n, dtype=np.int64)
-        if n >= 2**31:
-            raise ArgumentError(f"MIHIndex holds at most 2**31 - 1 codes, got {n}; use FlatIndex")
+        keys = np.empty(n, dtype=np.uint32)  # substrings are at most 32 bits
         for j in range(m):
             w = int(widths[j])
             MK.substring_keys(words, nw, n, int(starts[j]), w, keys)
             dense = w <= DENSE_MAX_BITS and (1 << w) <= max(8 * n, 1 << 16)
             seg = slice(j * n, (j + 1) * n)
             if dense:
-                off = np.zeros((1 << w) + 1, dtype=np.int64)
-                MK.build_dense(keys, words, nw, n, off, t_pos[seg], t_word0[seg])
+                off = np.zeros((1 << w) + 1, dtype=np.int32)
+                MK.build_dense(keys, n, off, t_pos[seg])
                 klen = 0
             else:
                 order = np.argsort(keys, kind="stable")
-                sk = keys[order]
-                uniq, first = np.unique(sk, return_index=True)
-                off = np.append(first, n).astype(np.int64)
                 t_pos[seg] = order
-                t_word0[seg] = words[order * nw] if n else 0
-                keys_all.append(uniq.astype(np.int64))
-                klen = uniq.shape[0]
+                sk = keys[order]
+                del order
+                starts_of_keys = np.ones(n, dtype=np.bool_)
+                np.not_equal(sk[1:], sk[:-1], out=starts_of_keys[1:])
+                first = np.flatnonzero(starts_of_keys).astype(np.int32)
+                del starts_of_keys
+                keys_all.append(sk[first])
+                off = np.append(first, np.int32(n))
+                klen = first.shape[0]
+                del sk, first
             t_dense[j] = int(dense)
             t_off_base[j] = off_base
             t_key_base[j] = key_base
@@ -169,16 +177,15 @@ class MIHIndex(BaseIndex):
             "t_off_base": t_off_base,
             "t_key_base": t_key_base,
             "t_key_len": t_key_len,
-            "t_offsets": np.concatenate(offsets) if offsets else np.zeros(0, np.int64),
-            "t_keys": np.concatenate(keys_all) if keys_all else np.zeros(0, np.int64),
+            "t_offsets": np.concatenate(offsets) if offsets else np.zeros(0, np.int32),
+            "t_keys": np.concatenate(keys_all) if keys_all else np.zeros(0, np.uint32),
             "t_pos": t_pos,
-            "t_word0": t_word0,
         }
 
     def _args(self, t):
         return (
             t["sub_width"].shape[0], t["sub_start"], t["sub_width"], t["t_dense"], t["t_off_base"],
-            t["t_key_base"], t["t_key_len"], t["t_offsets"], t["t_keys"], t["t_pos"], t["t_word0"],
+            t["t_key_base"], t["t_key_len"], t["t_offsets"], t["t_keys"], t["t_pos"],
         )
 
     def _budget(self) -> int:
@@ -186,16 +193,61 @@ class MIHIndex(BaseIndex):
             return 2**62
         return int(FALLBACK_FRACTION * len(self) * self._nw) + 1
 
-    def _route(self, nq: int) -> int:
-        """How many of ``nq`` queries (the first ones) take the multi-index path; the rest are scanned."""
-        if not self._fallback or self._fell_avg <= ROUTE_SCAN_ABOVE:
-            return nq
-        self._calls += 1
-        return min(nq, PROBE_QUERIES) if self._calls % PROBE_EVERY == 0 else 0
+    def mih_pays(self, k: int) -> bool:
+        """Whether the multi-index path pays for ``k``-NN calls too small to probe (see the module docstring).
 
-    def _learn(self, fell: np.ndarray) -> None:
-        if fell.shape[0]:
-            self._fell_avg = 0.5 * self._fell_avg + 0.5 * float(fell.mean())
+        Decided once per ``k`` for the stored codes by searching ``CALIBRATION_QUERIES`` of them (fixed
+        positions), so it depends only on the index's contents and ``k``.
+        """
+        k = self._check_k(k)
+        pays = self._pays.get(k)
+        if pays is None:
+            n, nw = len(self), self._nw
+            rows = np.unique(np.linspace(0, n - 1, min(n, CALIBRATION_QUERIES)).astype(np.int64))
+            q = np.ascontiguousarray(self._words.reshape(n, nw)[rows].reshape(-1))
+            fell = self._run_mih(q, k, self._ensure_tables())[-1]
+            pays = bool(fell.mean() <= ROUTE_SCAN_ABOVE)
+            self._pays[k] = pays
+        return pays
+
+    def _run_mih(self, q, k, t):
+        """The multi-index path for the queries ``q``, a large batch probed first (see the module docstring).
+
+        Returns (d, p, lookups, candidates, radius, fell); queries the probe sent to the scan are marked
+        as fallen back with no lookups.
+        """
+        nq = q.shape[0] // self._nw
+        d, p = np.empty((nq, k), np.int32), np.empty((nq, k), np.int64)
+        lookups, cands, radius = (np.zeros(nq, np.int64) for _ in range(3))
+        fell = np.ones(nq, np.bool_)
+        bad = np.zeros(nq, np.int64)
+        args, budget = self._args(t), self._budget()
+
+        def run(qa, qb):
+            tasks = [
+                (self._words, self._nw, len(self), q, qa + a, qa + b, k, *args, budget, d, p, lookups, cands, radius,
+                 fell, bad)
+                for a, b in _pool.split(qb - qa, 4 * self._threads)
+            ]
+            _pool.run(self._threads, MK.mih_knn, tasks)
+            self._raise_if_bad(bad)
+
+        probe = max(PROBE_QUERIES, nq // 16)
+        if nq > 2 * probe and self._fallback:
+            run(0, probe)
+            if fell[:probe].mean() <= ROUTE_SCAN_ABOVE:
+                run(probe, nq)
+        else:
+            run(0, nq)
+        return d, p, lookups, cands, radius, fell
+
+    def _raise_if_bad(self, bad) -> None:
+        if bad.any():
+            where = self._file.path if self._file is not None else "the index"
+            raise IndexFormatError(
+                f"{where}: multi-index tables are corrupted ({int(bad.sum())} entries out of range); "
+                "run `hashtool index verify`, then rebuild or restore the index"
+            )
 
     def _scan_everything(self) -> bool:
         return self._fallback and len(self) * self._nw <= SMALL_SCAN_WORDS
@@ -222,41 +274,19 @@ class MIHIndex(BaseIndex):
         k = self._check_k(k)
         q = self._prepare_codes(queries, "queries")
         nq, n, nw = q.shape[0] // self._nw, len(self), self._nw
-        small = _numpy_scan.preferred(nq, n, nw)
-        nmih = 0 if n == 0 or nq == 0 or self._scan_everything() or small else self._route(nq)
-        if nmih == 0:  # the whole call is routed to the scan: no per-query bookkeeping
-            d, p = flat_knn(self._words, nw, self._nbits, n, q, k, self._threads)
+        scan = n == 0 or nq == 0 or self._scan_everything() or _numpy_scan.use_numpy(self._engine, nq, n, nw)
+        if not scan and self._fallback and nq <= 2 * PROBE_QUERIES:
+            scan = not self.mih_pays(k)
+        if scan:  # the whole call is routed to the scan: no per-query bookkeeping
+            d, p = flat_knn(self._words, nw, self._nbits, n, q, k, self._threads, self._engine)
             self.last_stats = self._stats(nq, n)
         else:
-            t = self._ensure_tables()
-            d = np.empty((nq, k), dtype=np.int32)
-            p = np.empty((nq, k), dtype=np.int64)
-            lookups, cands, radius = (np.zeros(nq, np.int64) for _ in range(3))
-            fell = np.ones(nq, dtype=np.bool_)  # queries routed straight to the scan count as fallen back
-            args, budget = self._args(t), self._budget()
-
-            def run_mih(qa, qb):
-                tasks = [
-                    (self._words, nw, n, q, qa + a, qa + b, k, *args, budget, d, p, lookups, cands, radius, fell)
-                    for a, b in _pool.split(qb - qa, 4 * self._threads)
-                ]
-                _pool.run(self._threads, MK.mih_knn, tasks)
-
-            probe = max(PROBE_QUERIES, nmih // 16)
-            if nmih > 2 * probe and self._fallback:
-                run_mih(0, probe)
-                if fell[:probe].mean() > ROUTE_SCAN_ABOVE:
-                    nmih = probe
-                else:
-                    run_mih(probe, nmih)
-            elif nmih:
-                run_mih(0, nmih)
-            self._learn(fell[:nmih])
-            radius[nmih:] = -1
+            d, p, lookups, cands, radius, fell = self._run_mih(q, k, self._ensure_tables())
+            radius[fell & (lookups == 0)] = -1  # routed straight to the scan by the probe
             if fell.any():
                 rows = np.flatnonzero(fell)
                 qf = np.ascontiguousarray(q.reshape(nq, nw)[rows].reshape(-1))
-                d[rows], p[rows] = flat_knn(self._words, nw, self._nbits, n, qf, k, self._threads)
+                d[rows], p[rows] = flat_knn(self._words, nw, self._nbits, n, qf, k, self._threads, self._engine)
             self.last_stats = self._stats(nq, n, lookups, cands, radius, fell)
         ids = self._ids_of(p)
         return (d, ids, self.last_stats) if return_stats else (d, ids)
@@ -277,12 +307,12 @@ class MIHIndex(BaseIndex):
         q = self._prepare_codes(queries, "queries")
         nq, n, nw = q.shape[0] // self._nw, len(self), self._nw
         r = min(r, self._nbits)
-        scan = n == 0 or nq == 0 or self._scan_everything() or _numpy_scan.preferred(nq, n, nw)
+        scan = n == 0 or nq == 0 or self._scan_everything() or _numpy_scan.use_numpy(self._engine, nq, n, nw)
         if not scan and self._fallback:
             widths = self._tables["sub_width"] if self._tables is not None else substring_layout(self._nbits, self.m)[1]
             scan = self._range_lookups(widths, r) * MK.LOOKUP_COST > self._budget()
         if scan:
-            lims, d, p = flat_range(self._words, nw, self._nbits, n, q, r, self._threads)
+            lims, d, p = flat_range(self._words, nw, self._nbits, n, q, r, self._threads, self._engine)
             self.last_stats = self._stats(nq, n)
         else:
             t = self._ensure_tables()
@@ -291,12 +321,15 @@ class MIHIndex(BaseIndex):
             lookups, cands, radius = (np.zeros(nq, np.int64) for _ in range(3))
             radius[nmih:] = -1
             fell = np.ones(nq, dtype=np.bool_)  # queries routed straight to the scan count as fallen back
+            bad = np.zeros(nq, np.int64)
             parts = _pool.split(nmih, 4 * self._threads) if nmih else []
             results = _pool.run(
                 self._threads,
                 MK.mih_range,
-                [(self._words, nw, n, q, qa, qb, r, *args, budget, lookups, cands, radius, fell) for qa, qb in parts],
+                [(self._words, nw, n, q, qa, qb, r, *args, budget, lookups, cands, radius, fell, bad)
+                 for qa, qb in parts],
             )
+            self._raise_if_bad(bad)
             mask = (1 << MK.POS_SHIFT) - 1
             per_query_d = [np.zeros(0, np.int32)] * nq
             per_query_p = [np.zeros(0, np.int64)] * nq
@@ -310,7 +343,7 @@ class MIHIndex(BaseIndex):
             if fell.any():
                 rows = np.flatnonzero(fell)
                 qf = np.ascontiguousarray(q.reshape(nq, nw)[rows].reshape(-1))
-                fl, fd, fp = flat_range(self._words, nw, self._nbits, n, qf, r, self._threads)
+                fl, fd, fp = flat_range(self._words, nw, self._nbits, n, qf, r, self._threads, self._engine)
                 for i, row in enumerate(rows):
                     per_query_d[row] = fd[fl[i]: fl[i + 1]]
                     per_query_p[row] = fp[fl[i]: fl[i + 1]]
@@ -325,7 +358,7 @@ class MIHIndex(BaseIndex):
 
     # ------------------------------------------------------------------ persistence
     def _sections(self):
-        sections = {"words": self._words, "ids": self._ids}
+        sections = self._id_sections()
         if len(self):
             t = self._ensure_tables()
             for name in _TABLE_KEYS + _TABLE_ARRAYS:
@@ -337,19 +370,37 @@ class MIHIndex(BaseIndex):
         m_used, m_req, fallback = f.params[:3]
         self._m_req = int(m_req) or None
         self._fallback = bool(fallback)
-        present = [name for name in _TABLE_KEYS + _TABLE_ARRAYS if name in f.sections]
+        names = _TABLE_KEYS + _TABLE_ARRAYS + (("t_word0",) if f.version == 1 else ())
+        present = [name for name in names if name in f.sections]
         if not present:
             if len(self):
                 raise IndexFormatError(f"{f.path}: the multi-index tables are missing")
             return
-        if len(present) != len(_TABLE_KEYS + _TABLE_ARRAYS):
+        if len(present) != len(names):
             raise IndexFormatError(f"{f.path}: some multi-index tables are missing")
-        t = {name: f.sections[name] for name in present}
-        self._check_tables(f, t, int(m_used))
+        t = {name: f.sections[name] for name in _TABLE_KEYS + _TABLE_ARRAYS}
+        if f.version == 1:  # int64 offsets and keys, and a first-word copy, which version 2 drops
+            bad = IndexFormatError(f"{f.path}: multi-index tables are corrupted (dtypes)")
+            if t["t_offsets"].dtype != np.int64 or t["t_keys"].dtype != np.int64:
+                raise bad
+            if len(self) and (t["t_offsets"].min() < 0 or t["t_offsets"].max() > len(self)):
+                raise IndexFormatError(f"{f.path}: multi-index tables are corrupted (offsets)")
+            if t["t_keys"].shape[0] and (t["t_keys"].min() < 0 or t["t_keys"].max() >= 2**32):
+                raise IndexFormatError(f"{f.path}: multi-index tables are corrupted (keys)")
+            t["t_offsets"] = t["t_offsets"].astype(np.int32)
+            t["t_keys"] = t["t_keys"].astype(np.uint32)
+        self._check_tables(f.path, t, int(m_used), deep=False)
         self._tables = t
 
-    def _check_tables(self, f, t, m: int) -> None:
-        bad = lambda what: IndexFormatError(f"{f.path}: multi-index tables are corrupted ({what})")  # noqa: E731
+    def _check_structure(self) -> None:
+        super()._check_structure()
+        if self._tables is not None:
+            where = self._file.path if self._file is not None else "the index"
+            self._check_tables(where, self._tables, self.m, deep=True)
+
+    def _check_tables(self, where, t, m: int, deep: bool) -> None:
+        """Check the table directory (always: it is small); with ``deep`` also every offset, key and position."""
+        bad = lambda what: IndexFormatError(f"{where}: multi-index tables are corrupted ({what})")  # noqa: E731
         n = len(self)
         for name in _TABLE_KEYS:
             if t[name].dtype != np.int64 or t[name].shape[0] != m:
@@ -357,10 +408,9 @@ class MIHIndex(BaseIndex):
         starts, widths = substring_layout(self._nbits, m) if 1 <= m <= self._nbits else (None, None)
         if starts is None or not (np.array_equal(starts, t["sub_start"]) and np.array_equal(widths, t["sub_width"])):
             raise bad("substring layout")
-        if (t["t_pos"].dtype != np.int32 or t["t_word0"].dtype != np.uint64 or t["t_offsets"].dtype != np.int64
-                or t["t_keys"].dtype != np.int64):
+        if any(t[name].dtype != dt for name, dt in _TABLE_DTYPES.items()):
             raise bad("dtypes")
-        if t["t_pos"].shape[0] != m * n or t["t_word0"].shape[0] != m * n:
+        if t["t_pos"].shape[0] != m * n:
             raise bad("entry count")
         off_base = key_base = 0
         for j in range(m):
@@ -370,17 +420,17 @@ class MIHIndex(BaseIndex):
             if dense not in (0, 1) or int(t["t_off_base"][j]) != off_base or int(t["t_key_base"][j]) != key_base:
                 raise bad(f"table {j} bases")
             nofs = (1 << w) + 1 if dense else klen + 1
-            if dense and klen != 0:
+            if (dense and klen != 0) or klen < 0 or klen > n:
                 raise bad(f"table {j} keys")
             if off_base + nofs > t["t_offsets"].shape[0] or key_base + klen > t["t_keys"].shape[0]:
                 raise bad(f"table {j} sizes")
-            if f.verified:
+            if deep:
                 off = t["t_offsets"][off_base: off_base + nofs]
                 if off[0] != 0 or off[-1] != n or (np.diff(off) < 0).any():
                     raise bad(f"table {j} offsets")
                 if not dense:
-                    keys = t["t_keys"][key_base: key_base + klen]
-                    if klen and (keys[0] < 0 or keys[-1] >= (1 << w) or (np.diff(keys) <= 0).any()):
+                    keys = t["t_keys"][key_base: key_base + klen].astype(np.int64)
+                    if klen and (keys[-1] >= (1 << w) or (np.diff(keys) <= 0).any()):
                         raise bad(f"table {j} keys")
                 pos = t["t_pos"][j * n: (j + 1) * n]
                 if n and (pos.min() < 0 or pos.max() >= n):

@@ -271,8 +271,11 @@ class ShardedIndex:
             stale += 1
 
     @classmethod
-    def load(cls, path, mmap: bool = True, verify: bool = True, threads: int | None = None) -> "ShardedIndex":
-        """Open a shard set written by :meth:`save`; a bad manifest or shard raises IndexFormatError naming it."""
+    def load(cls, path, mmap: bool = True, verify: bool | None = None, threads: int | None = None) -> "ShardedIndex":
+        """Open a shard set written by :meth:`save`; a bad manifest or shard raises IndexFormatError naming it.
+
+        ``verify`` is passed to each shard's :func:`~hashtool.hashindex.load_index`; the check that no id is in
+        two shards always runs (it is cheap where id ranges do not overlap)."""
         from hashtool.hashindex import load_index
 
         manifest = read_manifest(path)
@@ -288,7 +291,7 @@ class ShardedIndex:
             shards.append(shard)
         index = cls(manifest["nbits"], shard_size=manifest.get("shard_size"), structure=manifest.get("structure", "flat"),
                     threads=threads, shards=shards)
-        if verify and not _ids_disjoint(shards):
+        if not _ids_disjoint(shards):
             raise IndexFormatError(f"{path}: an id is stored in two shards; the shard set is corrupted, rebuild it")
         return index
 

@@ -120,13 +120,17 @@ class Generation:
     def shards_path(self) -> Path:
         return self.path / SHARDS_FILE
 
-    def open_codes(self, mmap: bool = True, verify: bool = True, threads: int | None = None):
-        """The generation's index: a FlatIndex or MIHIndex, or a ShardedIndex when it was built in shards."""
+    def open_codes(self, mmap: bool = True, verify: bool | None = None, threads: int | None = None, engine: str = "numba"):
+        """The generation's index: a FlatIndex or MIHIndex, or a ShardedIndex when it was built in shards.
+
+        ``verify`` and ``engine`` as in :func:`hashtool.hashindex.load_index` (None: sections are checked lazily
+        when mapped, in full otherwise; "numpy" answers small calls without loading the Numba kernels).
+        """
         from hashtool.hashindex import ShardedIndex, load_index
 
         if self.shards_path.is_file():
             return ShardedIndex.load(self.shards_path, mmap=mmap, verify=verify, threads=threads)
-        return load_index(self.codes_path, mmap=mmap, verify=verify, threads=threads)
+        return load_index(self.codes_path, mmap=mmap, verify=verify, threads=threads, engine=engine)
 
     @property
     def catalog_path(self) -> Path:
