@@ -23,7 +23,7 @@ Methods: the encoder(s) given by ``--encoder`` (default: the bundled photo and F
 imagehash's 64-bit pHash, dHash and wHash, and the backbone's float features with cosine similarity (the
 ceiling of any code on this backbone; needs hashtool[train]).
 
-Writes ``benchmarks/results/photos.json``, ``photos.md`` and a contact sheet ``photos_contact.png``.
+Writes ``benchmarks/results/photos.json``, ``photos.md`` and a contact sheet ``photos_contact.jpg``.
 Run alone on a quiet machine: ``python benchmarks/bench_photos.py``.
 """
 
@@ -234,7 +234,7 @@ def contact_sheet(db, queries, q_info, dists: dict, path, n=8, seed=1):
                 sheet.paste(t, (x + 2, y + 2))
                 if di == q_info[qi]["target"]:
                     draw.rectangle((x, y, x + cell - 1, y + cell - 1), outline="green", width=3)
-    sheet.save(path, optimize=True)
+    sheet.save(path, quality=80, optimize=True)
 
 
 def markdown(results, speed_res, meta) -> str:
@@ -264,7 +264,7 @@ def main():
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--encoder", action="append", help="ONNX encoder(s) to compare (default: the bundled photo and fashion-mnist encoders)")
-    ap.add_argument("--crops", type=int, default=9)
+    ap.add_argument("--crops", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--speed-photos", type=int, default=40)
     ap.add_argument("--no-cosine", action="store_true")
@@ -292,7 +292,7 @@ def main():
     md = markdown(results, speed_res, meta)
     (out / "photos.md").write_text(md)
     first = [m.name for m in methods[:1]] + [m.name for m in methods if "phash" in m.name]
-    contact_sheet(db, queries, q_info, {k: dists[k] for k in first}, out / "photos_contact.png")
+    contact_sheet(db, queries, q_info, {k: dists[k] for k in first}, out / "photos_contact.jpg")
     print(md)
 
 

@@ -35,7 +35,7 @@ def test_loss_prefers_codes_that_agree_across_views():
 @pytest.mark.slow
 def test_train_export_and_onnx_codes_equal_torch(tmp_path):
     from hashtool.encode import Encoder
-    from hashtool.encode.images import find_images, load_image
+    from hashtool.files.images import find_images, load_image
     from hashtool.train.checkpoint import load_checkpoint, checkpoint_preprocess
 
     data = _photos(tmp_path / "photos")

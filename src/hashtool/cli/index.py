@@ -26,7 +26,7 @@ def index():
 
 @index.command("build")
 @click.argument("folder", type=click.Path(file_okay=False, path_type=str))
-@click.option("--model", type=click.Path(dir_okay=False), default=None, help="Encoder: an .onnx file from `hashtool export`, or a bundled one by name (photo, fashion-mnist). Default: the index's own encoder, or the bundled photo encoder for a new index.")
+@click.option("--model", type=click.Path(dir_okay=False), default=None, help="Encoder: an .onnx file from `hashtool export`, or a bundled one by name (photo, fashion-mnist). Default: the index's own encoder; for a new index $HASHTOOL_MODEL, else the bundled photo encoder.")
 @index_option
 @click.option("--exclude", multiple=True, metavar="GLOB", help="Skip paths (relative to FOLDER) or names matching GLOB; repeatable. Stored in the index: later builds and dups reuse it until given again.")
 @click.option("--no-exclude", is_flag=True, help="Drop the --exclude patterns stored in the index.")

@@ -4,7 +4,8 @@ near-duplicate groups. Torch-free: numpy, the hashindex, the onnxruntime encoder
 
 Where an index lives: ``--index PATH`` if given, else the ``HASHTOOL_INDEX`` environment variable, else
 ``hashtool-index`` in the current folder, so ``hashtool index build images/`` followed by
-``hashtool query img.png`` from the same folder just works.
+``hashtool query img.png`` from the same folder just works. The encoder of a new index: ``--model`` if given,
+else ``HASHTOOL_MODEL``, else the bundled photo encoder.
 """
 
 from __future__ import annotations
@@ -40,9 +41,16 @@ def bundled_encoder_path(name: str = DEFAULT_ENCODER) -> Path:
     return Path(str(resources.files("hashtool") / "assets" / BUNDLED_ENCODERS[name]))
 
 
+MODEL_ENV_VAR = "HASHTOOL_MODEL"
+
+
 def default_encoder_path() -> Path:
-    """The encoder a new index uses when no ``--model`` is given."""
-    return bundled_encoder_path(DEFAULT_ENCODER)
+    """The encoder a new index uses when no ``--model`` is given: ``$HASHTOOL_MODEL`` (a bundled encoder's name
+    or a file), else the bundled photo encoder."""
+    chosen = os.environ.get(MODEL_ENV_VAR, "").strip()
+    if not chosen:
+        return bundled_encoder_path(DEFAULT_ENCODER)
+    return Path(resolve_model(chosen))
 
 
 def resolve_model(model):
