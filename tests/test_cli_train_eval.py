@@ -112,3 +112,19 @@ def test_train_and_eval_on_a_folder_of_images(tmp_path):
     r = CliRunner().invoke(main, ["eval", str(out), "--queries", "4", "--json", *args])
     assert r.exit_code == 0, r.output
     assert '"mAP"' in r.output or '"map"' in r.output.lower()
+
+
+def test_list_methods_prints_every_method_with_its_kind():
+    from click.testing import CliRunner
+
+    from hashtool.cli import main
+    from hashtool.train.methods import METHODS
+
+    r = CliRunner().invoke(main, ["train", "--list-methods"])
+    assert r.exit_code == 0, r.output
+    rows = [line.split("\t") for line in r.output.strip().splitlines()]
+    assert all(len(row) == 3 and row[2] for row in rows)
+    kinds = {name: kind for name, kind, _ in rows}
+    assert set(kinds) == set(METHODS) | {"lsh", "pcah", "itq"}
+    assert kinds["itq"] == "baseline" and kinds["nin-latent"] == "supervised"
+    assert kinds["adalabel"] == "semi-supervised" and kinds["edit-contrastive"] == "unsupervised"

@@ -9,6 +9,34 @@ import click
 from hashtool.cli._common import emit_json, json_option, quiet_option, threads_option
 
 SHALLOW = ("lsh", "pcah", "itq")
+SHALLOW_SUMMARIES = {
+    "lsh": "random hyperplanes on mean-centred pixels (Charikar's SimHash), numpy only",
+    "pcah": "the top principal directions of the pixels (PCA hashing), numpy only",
+    "itq": "PCA then an orthogonal rotation minimising the quantisation error (Gong and Lazebnik, CVPR 2011), numpy only",
+}
+
+
+def method_kind(m) -> str:
+    """unsupervised, supervised or semi-supervised, from a registered Method's flags."""
+    if m.semi_supervised:
+        return "semi-supervised"
+    return "supervised" if m.supervised else "unsupervised"
+
+
+def _list_methods(ctx, param, value):
+    """--list-methods: one line per method, NAME<TAB>KIND<TAB>DESCRIPTION, then exit."""
+    if not value or ctx.resilient_parsing:
+        return
+    for name in SHALLOW:
+        click.echo(f"{name}\tbaseline\t{SHALLOW_SUMMARIES[name]}")
+    try:
+        from hashtool.train.methods import METHODS
+    except ImportError:
+        click.echo("(the deep methods need PyTorch: pip install 'hashtool[train]')", err=True)
+        ctx.exit(0)
+    for name, m in sorted(METHODS.items()):
+        click.echo(f"{name}\t{method_kind(m)}\t{m.summary}")
+    ctx.exit(0)
 
 
 def _parse_hp(values) -> dict:
@@ -22,6 +50,8 @@ def _parse_hp(values) -> dict:
 
 
 @click.command("train")
+@click.option("--list-methods", is_flag=True, expose_value=False, is_eager=True, callback=_list_methods,
+              help="List every method (name, kind, description with its paper) and exit.")
 @click.option("--method", "-m", required=True, help="lsh, pcah, itq (numpy only), or a deep method: ae-tanh, scae, ...")
 @click.option("--bits", "-b", type=int, required=True, help="Code length, a multiple of 8.")
 @click.option("--data", "-d", required=True, help="fashion-mnist, mnist-5k, or a folder of IDX files, CIFAR-10 batches or images (labels from sub-folders).")

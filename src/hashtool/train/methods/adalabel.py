@@ -234,6 +234,6 @@ register_method(
         augment="shift:1,hflip",
         batch_size=128,
         select="last",
-        summary="AdaLabelHash: learned per-class codewords on the hypercube as targets (supervised, semi-supervised)",
+        summary="AdaLabelHash: one learned codeword per class on the hypercube; after \"Adaptive Labeling for Deep Learning to Hash\" (Yang, Lin, Chen)",
     )
 )

@@ -205,6 +205,6 @@ register_method(
         select="last",
         on_epoch_start=_on_epoch_start,
         on_epoch_end=_on_epoch_end,
-        summary="convolutional autoencoder, tanh(beta x) code layer with beta raised until binary (unsupervised)",
+        summary="convolutional autoencoder, tanh(beta x) code layer with beta raised until binary; after \"Deep Unsupervised Hashing for Image Retrieval\"",
     )
 )

@@ -406,7 +406,7 @@ register_method(
         hparams=dict(HPARAMS),
         mean=MEAN,
         std=STD,
-        summary="self-supervised: a contrastive hash head on a frozen EfficientNet-Lite0, invariant to photo edits (ours)",
+        summary="a contrastive hash head on a frozen EfficientNet-Lite0, trained on edited copies of any photo folder (ours)",
         fit=fit,
     )
 )

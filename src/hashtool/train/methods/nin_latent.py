@@ -154,6 +154,6 @@ register_method(
         augment="shift:1,hflip",
         batch_size=128,
         select="last",
-        summary="Network-in-Network features, latent layer of B sigmoid units under a softmax classifier (supervised)",
+        summary="Network-in-Network, a latent layer of B sigmoid units under a classifier; after \"A deep neural network based hashing for efficient image retrieval\"",
     )
 )

@@ -170,6 +170,6 @@ register_method(
         epoch_images=10000,
         select="last",
         on_epoch_end=_on_epoch_end,
-        summary="stacked convolutional autoencoders, layer-wise then end to end, binary + sparse code constraint (unsupervised)",
+        summary="stacked convolutional autoencoders, layer-wise then end to end, binary relaxation; after \"Unsupervised deep hashing with stacked convolutional autoencoders\"",
     )
 )
