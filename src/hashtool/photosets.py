@@ -17,7 +17,9 @@ scikit-image               ``skimage/data``                                     
 Images whose short side is under :data:`MIN_SIDE` pixels are left out. Near-identical images (the same photo
 at two sizes in two bundles, stereo pairs) are grouped by their 32 x 32 grey thumbnails (correlation at least
 :data:`SAME_PHOTO_CORRELATION`) and a group is never split: the split is by a hash of the group's first key,
-so it is the same on every machine and does not move when a package adds images. ``heldout`` holds about
+so it is the same on every machine and does not move when a package adds images. (With a package missing, or
+``sources`` narrowed, a group can lose the member whose key decided it; groups whose first member is a GCompris
+photo, listed first, keep their side. The bundled photo encoder was trained with every package installed.) ``heldout`` holds about
 :data:`HELDOUT_PERCENT` percent of the groups and is for benchmarks only.
 """
 
