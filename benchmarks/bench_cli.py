@@ -86,11 +86,11 @@ def bench_build(n: int, work: Path) -> dict:
 def make_big_index(n: int, work: Path, query_image: str) -> Path:
     """An index of n clustered codes with a real catalog, written through the store's own writer."""
     from hashtool.encode import Encoder
-    from hashtool.store import default_encoder_path
+    from hashtool.store import bundled_encoder_path
     from hashtool.store.build import EncoderInfo, write_generation
     from hashtool.store.store import IndexStore
 
-    enc = Encoder(default_encoder_path())
+    enc = Encoder(bundled_encoder_path("fashion-mnist"))
     nbytes = enc.nbits // 8
     rng = np.random.default_rng(0)
     centres = rng.integers(0, 256, (300, nbytes), dtype=np.uint8)
@@ -100,7 +100,7 @@ def make_big_index(n: int, work: Path, query_image: str) -> Path:
     rows = [(i, f"synthetic/{i:07d}.png", 0, 0, "0" * 64) for i in range(n)]
     store = IndexStore(work / "index-big")
     store.create()
-    info = EncoderInfo(path=str(default_encoder_path()), sha256=enc.sha256, nbits=enc.nbits, method=enc.method)
+    info = EncoderInfo(path=str(bundled_encoder_path("fashion-mnist")), sha256=enc.sha256, nbits=enc.nbits, method=enc.method)
     write_generation(store, None, str(work), info, codes, ids, n, rows, [], [], [], "auto")
     return store.path
 

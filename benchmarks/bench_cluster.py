@@ -61,11 +61,11 @@ def bench_build(client, folder: Path, work: Path, threads: int) -> dict:
     from hashtool.cli._common import encode_files_fn
     from hashtool.cluster import dask_encode_files
     from hashtool.encode import SUPPORTED_EXTENSIONS, Encoder
-    from hashtool.store import default_encoder_path
+    from hashtool.store import bundled_encoder_path
     from hashtool.store.build import EncoderInfo, build
     from hashtool.store.store import IndexStore
 
-    enc = Encoder(default_encoder_path(), threads=threads)
+    enc = Encoder(bundled_encoder_path("fashion-mnist"), threads=threads)
     info = EncoderInfo(path=str(enc.path), sha256=enc.sha256, nbits=enc.nbits, method=enc.method)
     out = {}
     runs = [("local", encode_files_fn(enc)), ("cluster_first", dask_encode_files(client, enc)),
@@ -91,7 +91,7 @@ def bench_client(client, work: Path, n_files: int) -> dict:
     from hashtool.cluster import dask_encode_files
     from hashtool.cluster.encode import FILES_PER_TASK
     from hashtool.encode import Encoder
-    from hashtool.store import default_encoder_path
+    from hashtool.store import bundled_encoder_path
     from hashtool.store.build import EncoderInfo, build
     from hashtool.store.store import IndexStore
     from hashtool.files.walk import walk_images
@@ -106,11 +106,11 @@ def bench_client(client, work: Path, n_files: int) -> dict:
     walked = walk_images(folder, [".png"])
     out["walk_s"] = time.perf_counter() - t0
     paths = [str(walked.root / f.rel) for f in walked.files]
-    enc = Encoder(default_encoder_path(), threads=1)
+    enc = Encoder(bundled_encoder_path("fashion-mnist"), threads=1)
     fn = dask_encode_files(client, enc, batch_fn=noop_batch)
     fn(paths[:1000], lambda n: None)  # warm: the encoder bytes reach the workers, the function is pickled
     t0, c0 = time.perf_counter(), time.process_time()
-    codes, positions, failures = fn(paths, lambda n: None)
+    codes, positions, failures, _ = fn(paths, lambda n: None)
     out["dispatch_gather_s"] = time.perf_counter() - t0
     out["dispatch_gather_cpu_s"] = time.process_time() - c0  # this process: client + LocalCluster's scheduler thread
     assert codes.shape == (n_files, 4) and len(positions) == n_files and not failures
