@@ -12,7 +12,7 @@ from hashtool.cli._common import report_failures, emit_json, index_option, json_
 @click.option("--max-distance", "-r", type=click.IntRange(min=0), default=None,
               help="Images within this Hamming distance (inclusive) are near-duplicates. Default: the radius "
                    "stored by `hashtool calibrate`, else 2.")
-@click.option("--model", type=click.Path(dir_okay=False), default=None, help="Encoder for a new index (default: the bundled one).")
+@click.option("--model", type=click.Path(dir_okay=False), default=None, help="Encoder for a new index: a file or a bundled name (photo, fashion-mnist). Default: $HASHTOOL_MODEL, else the bundled photo encoder.")
 @click.option("--tta", default=None, metavar="LIST",
               help="Also match transformed copies: comma-separated from flip, flipv, rot90, rot180, rot270 (re-reads every image).")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None, help="Also write a page with thumbnails of the groups.")

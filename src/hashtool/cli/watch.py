@@ -9,7 +9,7 @@ from hashtool.cli._common import fail, index_option, note, quiet_option, report_
 
 @click.command("watch")
 @click.argument("folder", type=click.Path(file_okay=False, path_type=str))
-@click.option("--model", type=click.Path(dir_okay=False), default=None, help="Encoder for a new index (default: the index's own, or the bundled one).")
+@click.option("--model", type=click.Path(dir_okay=False), default=None, help="Encoder for a new index: a file or a bundled name (photo, fashion-mnist). Default: the index's own; for a new one $HASHTOOL_MODEL, else the bundled photo encoder.")
 @index_option
 @click.option("--debounce", type=click.FloatRange(min=0.05), default=2.0, show_default=True,
               help="Seconds the folder must stay quiet before a batch of changes is indexed.")
