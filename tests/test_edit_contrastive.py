@@ -51,6 +51,9 @@ def test_train_export_and_onnx_codes_equal_torch(tmp_path):
     assert r.exit_code == 0, r.output
     enc = Encoder(onnx_path, threads=1)
     assert enc.method == "edit-contrastive" and enc.nbits == 16 and enc.preprocess.shape_hwc == (64, 64, 3)
+    radius = ckpt["meta"]["copy_radius"]
+    assert isinstance(radius, int) and 0 <= radius <= 16
+    assert enc.metadata["copy_radius"] == str(radius)  # dups' default radius travels in the encoder
     pp = checkpoint_preprocess(ckpt)
     images = np.stack([load_image(p, pp) for p in find_images(data)])
     with torch.no_grad():
