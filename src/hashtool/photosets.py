@@ -73,12 +73,18 @@ class Photo:
         """The decoded image as RGB; transparency is composited over white."""
         with Image.open(io.BytesIO(self.read_bytes())) as img:
             img.load()
-            if img.mode in ("RGBA", "LA", "P", "PA"):
-                img = img.convert("RGBA")
-                canvas = Image.new("RGBA", img.size, (255, 255, 255, 255))
-                canvas.alpha_composite(img)
-                img = canvas
-            return img.convert("RGB")
+            return flatten_rgb(img)
+
+
+def flatten_rgb(img: Image.Image) -> Image.Image:
+    """RGB, transparency composited over white (clip art and logos keep their shape): how the photo encoder's
+    training and benchmark see an image. (The runtime loader composites over black, hashtool.files.images.)"""
+    if img.mode in ("RGBA", "LA", "P", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        canvas.alpha_composite(rgba)
+        return canvas.convert("RGB")
+    return img.convert("RGB")
 
 
 @functools.lru_cache(maxsize=8)

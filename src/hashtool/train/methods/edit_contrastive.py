@@ -124,8 +124,9 @@ def load_instances(folder, hp: dict, quiet: bool = False):
     """Decode every image under ``folder``: (instances as RGB PIL images at work size, file index of each, files)."""
     from PIL import Image
 
-    from hashtool.files.images import find_images, open_image
     from hashtool.errors import ImageError
+    from hashtool.files.images import find_images, open_image
+    from hashtool.photosets import flatten_rgb
 
     files = find_images(folder)
     if not files:
@@ -135,7 +136,7 @@ def load_instances(folder, hp: dict, quiet: bool = False):
     for path in files:
         try:
             with open_image(path) as img:
-                img = _flatten(img)
+                img = flatten_rgb(img)
         except (ImageError, OSError) as exc:
             skipped += 1
             _log(quiet, f"[train] skipped {path}: {exc}")
@@ -155,18 +156,6 @@ def load_instances(folder, hp: dict, quiet: bool = False):
         raise DatasetError(f"{folder}: {len(kept)} readable image(s); {NAME} needs at least 4 (and learns better from hundreds)")
     _log(quiet, f"[train] {len(kept)} images ({skipped} unreadable) -> {len(instances)} instances (quadrants of images >= {qside} px)")
     return instances, np.asarray(owner), kept
-
-
-def _flatten(img):
-    """RGB, transparency composited over white (clip art and logos keep their shape)."""
-    from PIL import Image
-
-    if img.mode in ("RGBA", "LA", "P", "PA", "RGBa", "La"):
-        rgba = img.convert("RGBA")
-        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        canvas.alpha_composite(rgba)
-        return canvas.convert("RGB")
-    return img.convert("RGB")
 
 
 def make_views(instances, preprocess: Preprocess, views: int, seed: int, max_edits: int, threads: int):
