@@ -15,8 +15,8 @@ Protocol (all seeded, all in memory; nothing is written into any photo folder):
   ``unrelated@r95`` is the share of (query, database item) pairs unrelated to each other (not the same
   original, not its crop) within that radius.
 * Category mAP: held-out GCompris photos labelled by their category folder, each querying the others.
-* Speed: photos/s on ``--speed-photos`` 12-megapixel JPEGs (wallpapers resized to 4000 x 3000, quality 90, in a
-  temporary folder), end to end through ``Encoder.encode_files`` with 2 threads, next to imagehash's pHash on
+* Speed: photos/s on ``--speed-photos`` 12-megapixel JPEGs (``bench_decode.make_photos``: the largest
+  wallpapers cropped and resized to 4000 x 3000, quality 90, in a temporary folder), end to end through ``Encoder.encode_files`` with 2 threads, next to imagehash's pHash on
   the same files (Image.open + phash, one thread, as its users call it).
 
 Methods: the encoder(s) given by ``--encoder`` (default: the bundled photo and Fashion-MNIST encoders),
@@ -116,14 +116,14 @@ class Cosine:
     def __init__(self):
         from hashtool.preprocess import Preprocess
         from hashtool.train.backbone import Backbone
-        from hashtool.train.methods.edit_contrastive import MEAN, STD, backbone_features
+        from hashtool.train.methods.edit_contrastive import MEAN, STD, backbone_features, backbone_session
 
         self.pp = Preprocess(224, 224, "RGB", "stretch", MEAN, STD)
-        self.bb = Backbone("efficientnet-lite0").load_pretrained()
+        self.session = backbone_session(Backbone("efficientnet-lite0").load_pretrained(), self.pp, threads=2)
         self.features = backbone_features
 
     def encode(self, images):
-        f = self.features(self.bb, np.stack([convert_image(im, self.pp) for im in images]), self.pp, threads=2)
+        f = self.features(self.session, np.stack([convert_image(im, self.pp) for im in images]), self.pp)
         return f / np.linalg.norm(f, axis=1, keepdims=True)
 
     def distances(self, q, d):
@@ -186,15 +186,11 @@ def speed(encoders, n: int):
 
     from hashtool.encode import Encoder
 
-    walls = sorted(Path(photosets.PLASMA_WALLPAPERS).glob("*/contents/images/*x*.jpg"), key=os.path.getsize)[-n:]
+    from bench_decode import make_photos  # the 12-megapixel JPEGs of the decoding benchmark
+
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
-        paths = []
-        for i, p in enumerate(walls):
-            with Image.open(p) as im:
-                dest = Path(tmp) / f"photo{i:03d}.jpg"
-                im.convert("RGB").resize((4000, 3000), Image.Resampling.BILINEAR).save(dest, quality=90)
-                paths.append(dest)
+        paths = make_photos(Path(tmp), n)
         for path in encoders:
             enc = Encoder(path, threads=2)
             enc.encode_files(paths[:4])  # warm the session and the page cache
@@ -206,7 +202,7 @@ def speed(encoders, n: int):
             with Image.open(p) as im:
                 imagehash.phash(im)
         out["imagehash phash (1 thread)"] = {"photos_per_s": len(paths) / (time.perf_counter() - t)}
-    out["photos"] = len(walls)
+    out["photos"] = len(paths)
     return out
 
 

@@ -179,14 +179,12 @@ def make_views(instances, preprocess: Preprocess, views: int, seed: int, max_edi
     return out
 
 
-def backbone_features(backbone: Backbone, images: np.ndarray, preprocess: Preprocess, threads: int, batch: int = 64) -> np.ndarray:
-    """Pooled features (n, dim) float32 of uint8 NHWC ``images``, run by onnxruntime on an export of ``backbone``."""
+def backbone_session(backbone: Backbone, preprocess: Preprocess, threads: int):
+    """An onnxruntime session of ``backbone`` (exported once; feed it to :func:`backbone_features`)."""
     import os
     import tempfile
 
     import onnxruntime as ort
-
-    from hashtool.train.data import to_tensor
 
     backbone = backbone.eval()
     h, w, _ = preprocess.shape_hwc
@@ -197,12 +195,18 @@ def backbone_features(backbone: Backbone, images: np.ndarray, preprocess: Prepro
                               dynamic_shapes={"x": {0: torch.export.Dim("n", min=1)}}, opset_version=18, dynamo=True, verbose=False)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
-        sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-    out = np.empty((len(images), backbone.dim), dtype=np.float32)
+        return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+
+
+def backbone_features(sess, images: np.ndarray, preprocess: Preprocess, batch: int = 64) -> np.ndarray:
+    """Pooled features (n, dim) float32 of uint8 NHWC ``images`` through a :func:`backbone_session`."""
+    from hashtool.train.data import to_tensor
+
+    out = []
     for s in range(0, len(images), batch):
         x = to_tensor(images[s : s + batch], preprocess).numpy()
-        out[s : s + batch] = sess.run(None, {"x": x})[0]
-    return out
+        out.append(sess.run(None, {"x": x})[0])
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
 # -- training -------------------------------------------------------------------------------------
@@ -304,7 +308,8 @@ def fit(cfg, folder, out_path, quiet: bool = False):
     t_views = time.perf_counter()
     views = make_views(instances, preprocess, int(hp["views"]), cfg.seed, int(hp["max_edits"]), threads)
     t_feats = time.perf_counter()
-    feats_np = backbone_features(model.backbone, views.reshape(-1, *preprocess.shape_hwc), preprocess, threads)
+    session = backbone_session(model.backbone, preprocess, threads)
+    feats_np = backbone_features(session, views.reshape(-1, *preprocess.shape_hwc), preprocess)
     feats = torch.from_numpy(feats_np.reshape(len(instances), int(hp["views"]), -1))
     del views
     t_head = time.perf_counter()
