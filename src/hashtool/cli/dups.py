@@ -78,7 +78,7 @@ def _dups(folder, max_distance, model, tta, html_path, keep, move_to, manifest, 
         meta = cat.get_meta()
         root = meta["root"]
         if max_distance is None:
-            max_distance, why = dups_radius(meta, _encoder_radius(gen))
+            max_distance, why = dups_radius(meta, meta.get("encoder_copy_radius"))  # recorded by the build
             note(why, quiet)
         ids = np.asarray(index.ids, dtype=np.int64)
         codes = index.codes()
@@ -115,14 +115,6 @@ def _dups(folder, max_distance, model, tta, html_path, keep, move_to, manifest, 
     if move_to is not None:
         _move(root, move_to, infos, keep, manifest, yes, quiet)
     note(f"index: {store.path}", quiet)
-
-
-def _encoder_radius(gen) -> int | None:
-    """The ``copy_radius`` the index's encoder recorded at training, if any."""
-    from hashtool.encode import Encoder
-
-    value = Encoder(gen.encoder_path, threads=1).metadata.get("copy_radius")
-    return int(value) if value and value.isdigit() else None
 
 
 def _variants(gen, cat, root, ids, codes, names, threads, quiet):

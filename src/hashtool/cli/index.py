@@ -97,7 +97,9 @@ def run_build(folder, model, index_path, exclude=None, follow_symlinks=None, str
             # build cannot collect its generation meanwhile; build() re-reads the live one under the write lock
             with store.reading() as live:
                 label, encoder = _recorded_encoder_path(live, live.encoder_path), open_encoder(live.encoder_path, threads)
-        info = EncoderInfo(path=label, sha256=encoder.sha256, nbits=encoder.nbits, method=encoder.method)
+        radius = encoder.metadata.get("copy_radius", "")
+        info = EncoderInfo(path=label, sha256=encoder.sha256, nbits=encoder.nbits, method=encoder.method,
+                           copy_radius=int(radius) if radius.isdigit() else None)
         encode_files = encode_files_fn(encoder, batch_size)
         if scheduler:
             encode_files = _cluster_encode_files(cluster, scheduler, encoder, batch_size, quiet)

@@ -84,6 +84,7 @@ class EncoderInfo:
     sha256: str
     nbits: int
     method: str
+    copy_radius: int | None = None  # the encoder's own duplicate radius (its ``copy_radius`` metadata), if any
 
 
 def _choose_structure(structure: str, n: int) -> str:
@@ -351,6 +352,7 @@ def _write_catalog(gen, live, root, encoder, next_id, new_rows, gone_ids, touch,
                 encoder_path=encoder.path,
                 encoder_sha256=encoder.sha256,
                 encoder_method=encoder.method,
+                encoder_copy_radius=encoder.copy_radius,
                 next_id=int(next_id),
                 structure=structure,
                 updated=time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -60,7 +60,8 @@ def dups_radius(meta: dict, encoder_radius: int | None = None) -> tuple[int, str
     """(radius, a sentence saying where it comes from) for ``dups`` without --max-distance.
 
     In order: this index's calibration; the radius the encoder's training measured on its held-out edited
-    copies (``encoder_radius``, from the encoder's ``copy_radius`` metadata); :data:`DEFAULT_RADIUS`.
+    copies (``encoder_radius``: the encoder's ``copy_radius`` metadata, which the build records in the catalog
+    as ``encoder_copy_radius``); :data:`DEFAULT_RADIUS`.
     """
     cal = meta.get(META_KEY)
     if isinstance(cal, dict) and cal.get("encoder_sha256") == meta.get("encoder_sha256") and isinstance(cal.get("radius"), int):
