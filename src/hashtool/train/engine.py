@@ -120,17 +120,23 @@ def _val_map(real: np.ndarray, labels: np.ndarray, rule: str) -> float | None:
     return float(m["map"])
 
 
+def resolve_hparams(method: Method, overrides: dict) -> dict:
+    """The method's hyper-parameters with ``--hp key=value`` overrides, each cast to its default's type."""
+    hp = dict(method.hparams)
+    for k, v in overrides.items():
+        if k not in hp:
+            raise ArgumentError(f"--hp {k}: method {method.name!r} has no hyper-parameter {k!r}; it has {sorted(hp)}")
+        hp[k] = type(hp[k])(v) if not isinstance(hp[k], bool) else str(v).lower() in ("1", "true", "yes")
+    return hp
+
+
 def train(cfg: TrainConfig, splits, out_path, resume: bool = False, extra_meta: dict | None = None):
     """Train ``cfg.method`` on ``splits`` (:class:`hashtool.datasets.Splits`), checkpointing to ``out_path``.
 
     Returns ``(model, history)``; the model is the selected epoch's, in eval mode.
     """
     method = get_method(cfg.method)
-    hp = dict(method.hparams)
-    for k, v in cfg.hparams.items():
-        if k not in hp:
-            raise ArgumentError(f"--hp {k}: method {method.name!r} has no hyper-parameter {k!r}; it has {sorted(hp)}")
-        hp[k] = type(hp[k])(v) if not isinstance(hp[k], bool) else str(v).lower() in ("1", "true", "yes")
+    hp = resolve_hparams(method, cfg.hparams)
     select = cfg.select or method.select
     if select not in SELECT_RULES:
         raise ArgumentError(f"--select must be one of {SELECT_RULES}, got {select!r}")
@@ -315,17 +321,13 @@ def _validate(method: Method, model, val: TrainData, val_labels, ctx: Context, b
         n += len(batch)
     real = encode_real(model, val.images, None, ctx.device)
     out = {"val_loss": total / max(n, 1), "binary": binary_share(real, model.binarize),
-           "bit_balance": float(np.abs(real_to_bits(real, model.binarize).mean(axis=0) - 0.5).mean())}
+           "bit_balance": float(np.abs(binarize(real, model.binarize).mean(axis=0) - 0.5).mean())}
     vm = _val_map(real, val_labels, model.binarize) if val_labels is not None else None
     if vm is not None:
         out["val_map"] = vm
     model.train()
     ctx.training = True
     return out
-
-
-def real_to_bits(real: np.ndarray, rule: str) -> np.ndarray:
-    return binarize(real, rule).astype(bool)
 
 
 def _epoch_line(rec: dict, total: int) -> str:

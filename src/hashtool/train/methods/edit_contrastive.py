@@ -45,7 +45,7 @@ from torch import nn
 from hashtool.errors import ArgumentError, DatasetError
 from hashtool.preprocess import Preprocess
 from hashtool.train.backbone import LICENCE, Backbone
-from hashtool.train.methods import Method, register_method
+from hashtool.train.methods import Method, get_method, register_method
 from hashtool.train.models import HashConfig, HashModel, binarize, register_model
 
 NAME = "edit-contrastive"
@@ -281,13 +281,10 @@ def fit(cfg, folder, out_path, quiet: bool = False):
     from hashtool.codes import check_nbits
     from hashtool.threads import resolve_threads
     from hashtool.train.checkpoint import save_checkpoint
+    from hashtool.train.engine import resolve_hparams
 
     check_nbits(cfg.bits)
-    hp = dict(HPARAMS)
-    for k, v in cfg.hparams.items():
-        if k not in hp:
-            raise ArgumentError(f"--hp {k}: method {NAME} has no hyper-parameter {k!r}; it has {sorted(hp)}")
-        hp[k] = type(hp[k])(v)
+    hp = resolve_hparams(get_method(NAME), cfg.hparams)
     if cfg.lr is not None:
         hp["lr"] = float(cfg.lr)
     if cfg.batch_size is not None:
