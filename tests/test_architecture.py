@@ -82,7 +82,7 @@ ALLOWED = {
     "hashindex": {"errors", "codes", "threads", "fileio"},
     "codes": {"errors"},
     "preprocess": {"errors"},
-    "store": {"errors", "codes", "fileio", "files", "hashindex", "encode", "threads", "preprocess", "edits", "evaluate"},
+    "store": {"errors", "codes", "fileio", "files", "hashindex", "encode", "threads", "preprocess", "edits", "evaluate", "health"},
     "edits": {"errors"},
 }
 THIRD_PARTY_IN_FILES = {"numpy", "PIL", "pillow_heif"}  # pillow_heif: the optional [heif] decoder plugin

@@ -45,6 +45,11 @@ class CodeHealth:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "CodeHealth":
+        """The inverse of :meth:`as_dict` (the build stores the health of every generation in its catalog)."""
+        return cls(**d)
+
     def lines(self) -> list[str]:
         """Human-readable summary (one line) and the warnings."""
         if self.images == 0:
@@ -60,6 +65,17 @@ class CodeHealth:
         return out + [f"WARNING: {w}" for w in self.warnings]
 
 
+def _code_counts(codes: np.ndarray) -> np.ndarray:
+    """How many times each distinct code occurs: runs of a lexicographic sort over the uint64 words (about 4x
+    faster than ``np.unique(codes, axis=0)`` at 1e6 x 128 bits)."""
+    from hashtool.codes import to_words
+
+    words = to_words(codes)
+    ordered = words[np.lexsort(words.T[::-1])]
+    starts = np.flatnonzero(np.r_[True, (ordered[1:] != ordered[:-1]).any(axis=1)])
+    return np.diff(np.r_[starts, len(ordered)])
+
+
 def code_health(codes, nbits: int | None = None) -> CodeHealth:
     """Health of packed codes ``codes`` (uint8 (n, nbits/8), hashtool's bit order); see the module docstring."""
     codes = np.ascontiguousarray(codes, dtype=np.uint8)
@@ -73,8 +89,7 @@ def code_health(codes, nbits: int | None = None) -> CodeHealth:
     for start in range(0, n, 65536):
         ones += np.unpackbits(codes[start : start + 65536], axis=1, bitorder="little")[:, :nbits].sum(axis=0, dtype=np.int64)
     share = ones / n
-    _, counts = np.unique(codes, axis=0, return_counts=True)
-    counts = np.sort(counts)[::-1]
+    counts = np.sort(_code_counts(codes))[::-1]
     sample = codes if n <= CORR_SAMPLE else codes[np.sort(np.random.default_rng(0).choice(n, CORR_SAMPLE, replace=False))]
     corr = _mean_abs_correlation(np.unpackbits(sample, axis=1, bitorder="little")[:, :nbits])
     constant = int(((share < CONSTANT_SHARE) | (share > 1 - CONSTANT_SHARE)).sum())

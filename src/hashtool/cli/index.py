@@ -136,7 +136,7 @@ def _recorded_encoder_path(live, model) -> str:
 @json_option
 def info_cmd(index_path, show_failures, as_json):
     """Count, bits, encoder, search structure, size on disk and failures of an index."""
-    from hashtool.health import code_health
+    from hashtool.health import CodeHealth, code_health
     from hashtool.store import resolve_index_path
     from hashtool.store.store import IndexStore
 
@@ -145,7 +145,8 @@ def info_cmd(index_path, show_failures, as_json):
         meta = cat.get_meta()
         count = cat.count()
         failures = cat.failures()
-        health = code_health(gen.open_codes().codes(), meta.get("nbits"))
+        stored = meta.get("health")  # written by the build; older indexes are measured now
+        health = CodeHealth.from_dict(stored) if isinstance(stored, dict) else code_health(gen.open_codes().codes(), meta.get("nbits"))
     info = {
         "index": str(store.path),
         "root": meta.get("root"),

@@ -32,6 +32,7 @@ import numpy as np
 
 from hashtool.errors import ArgumentError, ImageError
 from hashtool.fileio import sha256_file
+from hashtool.health import code_health
 from hashtool.files.walk import WalkResult, check_root, walk_images
 from hashtool.store.store import Catalog, Generation, IndexStore, checkpoint
 
@@ -304,7 +305,8 @@ def write_generation(store, live, root, encoder, all_codes, all_ids, next_id, ne
             index.add(all_codes, all_ids)
         index.save(gen.shards_path if shard_size else gen.codes_path)
         checkpoint("codes")
-        _write_catalog(gen, live, root, encoder, next_id, new_rows, gone_ids, touch, failures, kind, walk_options or {})
+        _write_catalog(gen, live, root, encoder, next_id, new_rows, gone_ids, touch, failures, kind, walk_options or {},
+                       code_health(all_codes, encoder.nbits).as_dict())
         checkpoint("catalog")
         _link_or_copy(Path(encoder.path) if live is None else live.encoder_path, gen.encoder_path)
         checkpoint("encoder")
@@ -329,7 +331,8 @@ def _index_contents(index) -> tuple[np.ndarray, np.ndarray]:
     return index.codes(), np.asarray(index.ids, dtype=np.int64)
 
 
-def _write_catalog(gen, live, root, encoder, next_id, new_rows, gone_ids, touch, failures, structure, walk_options) -> None:
+def _write_catalog(gen, live, root, encoder, next_id, new_rows, gone_ids, touch, failures, structure, walk_options,
+                   health) -> None:
     import shutil
     import sqlite3
 
@@ -353,6 +356,7 @@ def _write_catalog(gen, live, root, encoder, next_id, new_rows, gone_ids, touch,
                 encoder_sha256=encoder.sha256,
                 encoder_method=encoder.method,
                 encoder_copy_radius=encoder.copy_radius,
+                health=health,  # computed here, once per generation, so `index info` stays instant at any size
                 next_id=int(next_id),
                 structure=structure,
                 updated=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
