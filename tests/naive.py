@@ -275,3 +275,34 @@ def tie_aware_hit(dist_row, target, k, valid_row=None):
         total += 1
         hits += less + order.index(target) + 1 <= k
     return Fraction(hits, total)
+
+
+def trim_box(arr, tolerance: int, keep: float):
+    """Slow twin of hashtool.files.images.trim_box: line by line, pixel by pixel."""
+    import math
+
+    a = np.asarray(arr)
+    if a.ndim == 2:
+        a = a[:, :, None]
+
+    def flat(line) -> bool:  # line: (k, c)
+        return all(int(max(line[:, ch])) - int(min(line[:, ch])) <= tolerance for ch in range(line.shape[1]))
+
+    def runs(lines) -> tuple[int, int]:
+        n = len(lines)
+        flags = [flat(lines[i]) for i in range(n)]
+        if all(flags):
+            return 0, 0
+        lead = 0
+        while flags[lead]:
+            lead += 1
+        trail = 0
+        while flags[n - 1 - trail]:
+            trail += 1
+        return (lead, trail) if n - lead - trail >= max(1, math.ceil(keep * n)) else (0, 0)
+
+    h, w = a.shape[:2]
+    top, bottom = runs([a[i] for i in range(h)])
+    a = a[top:h - bottom]
+    left, right = runs([a[:, j] for j in range(w)])
+    return left, top, w - right, h - bottom

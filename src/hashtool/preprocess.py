@@ -18,7 +18,7 @@ import numpy as np
 from hashtool.errors import ArgumentError
 
 COLOR_MODES = {"L": 1, "RGB": 3}
-RESIZE_POLICIES = ("stretch", "fit-pad", "center-crop")
+RESIZE_POLICIES = ("stretch", "fit-pad", "center-crop", "trim-stretch")
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,9 @@ class Preprocess:
 
     ``resize`` is how an image of another size is brought to ``height`` x ``width``: "stretch" resizes
     ignoring aspect ratio, "fit-pad" keeps aspect ratio and pads with black, "center-crop" keeps aspect
-    ratio, resizes the short side and crops the centre. Resampling is bilinear with antialiasing (PIL).
+    ratio, resizes the short side and crops the centre, "trim-stretch" first cuts off flat borders (letterbox
+    bars, frames: :func:`hashtool.files.images.trim_box`) and then stretches. Resampling is bilinear with
+    antialiasing (PIL).
     """
 
     height: int

@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from hashtool.errors import ArgumentError, DatasetError
-from hashtool.preprocess import Preprocess
+from hashtool.preprocess import RESIZE_POLICIES, Preprocess
 from hashtool.train.backbone import LICENCE, Backbone
 from hashtool.train.methods import Method, get_method, register_method
 from hashtool.train.models import HashConfig, HashModel, binarize, register_model
@@ -67,6 +67,7 @@ HPARAMS = {
     "val_share": 0.1,
     "eval_every": 100,
     "image_size": 224,
+    "resize": "trim-stretch",
     "max_edits": 3,
     "straight_through": 0,
     "dropout": 0.0,
@@ -295,7 +296,9 @@ def fit(cfg, folder, out_path, quiet: bool = False):
     torch.set_num_threads(threads)
     torch.manual_seed(cfg.seed)
     size = int(hp["image_size"])
-    preprocess = Preprocess(height=size, width=size, color="RGB", resize="stretch", mean=MEAN, std=STD)
+    if hp["resize"] not in RESIZE_POLICIES:
+        raise ArgumentError(f"--hp resize={hp['resize']!r}: choose one of {', '.join(RESIZE_POLICIES)}")
+    preprocess = Preprocess(height=size, width=size, color="RGB", resize=hp["resize"], mean=MEAN, std=STD)
     t0 = time.perf_counter()
 
     instances, owner, files = load_instances(folder, hp, quiet)
