@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from hashtool.cli import main
@@ -41,7 +43,8 @@ def test_train_export_and_onnx_codes_equal_torch(tmp_path):
     data = _photos(tmp_path / "photos")
     model_path, onnx_path = tmp_path / "m.pt", tmp_path / "enc.onnx"
     hp = ["--hp", "views=3", "--hp", "steps=6", "--hp", "eval_every=3", "--hp", "image_size=64", "--hp", "hidden=32",
-          "--hp", "quadrant_side=150", "--hp", "batch=8", "--hp", "val_share=0.3"]
+          "--hp", "quadrant_side=150", "--hp", "batch=8", "--hp", "val_share=0.3",
+          "--hp", "saturation=0.5", "--hp", "blur=1.0"]  # the input filter is in the graph the parity check runs
     r = CliRunner().invoke(main, ["train", "--method", "edit-contrastive", "--bits", "16", "--data", str(data), "-o", str(model_path), "--threads", "1", *hp])
     assert r.exit_code == 0, r.output
     assert "held-out edited views" in r.output
@@ -66,3 +69,29 @@ def test_refuses_a_dataset_name_and_engine_only_options(tmp_path):
     assert r.exit_code != 0 and "trains on a folder of photos" in r.output
     r = CliRunner().invoke(main, ["train", "--method", "edit-contrastive", "--bits", "16", "--data", str(tmp_path), "-o", str(tmp_path / "m.pt"), "--epochs", "3"])
     assert r.exit_code != 0 and "--epochs does not apply" in r.output
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.floats(0.0, 1.0), st.floats(0.0, 3.0), st.integers(0, 2**31 - 1))
+def test_input_filter_desaturates_and_blurs_as_written(saturation, blur, seed):
+    from hashtool.train.methods.edit_contrastive import InputFilter
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(2, 3, 12, 13, generator=g) * 2 - 1
+    f = InputFilter(saturation, blur)
+    y = f(x)
+    assert y.shape == x.shape
+    luma = 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
+    mixed = luma[:, None] + saturation * (x - luma[:, None])
+    if f.radius == 0:
+        torch.testing.assert_close(y, mixed)
+    else:  # a normalised Gaussian: constant images stay constant, and each output is a weighted mean of its neighbours
+        flat = torch.full_like(x, 0.3)
+        torch.testing.assert_close(f(flat), flat)
+        assert float(y.min()) >= float(mixed.min()) - 1e-5 and float(y.max()) <= float(mixed.max()) + 1e-5
+        r = f.radius
+        padded = torch.nn.functional.pad(mixed, (r, r, r, r), mode="reflect")
+        k = f.kernel[0, 0]
+        i, j = 5, 6
+        want = (padded[:, :, i:i + 2 * r + 1, j:j + 2 * r + 1] * k).sum(dim=(2, 3))
+        torch.testing.assert_close(y[:, :, i, j], want)

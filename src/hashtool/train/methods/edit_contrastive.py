@@ -68,6 +68,8 @@ HPARAMS = {
     "eval_every": 100,
     "image_size": 224,
     "resize": "trim-stretch",
+    "saturation": 1.0,
+    "blur": 0.0,
     "max_edits": 3,
     "straight_through": 0,
     "dropout": 0.0,
@@ -82,6 +84,42 @@ class EditContrastiveConfig(HashConfig):
     width: int = 224
     backbone: str = "efficientnet-lite0"
     hidden: int = 0
+    saturation: float = 1.0  # InputFilter: 1 = colours as they are, 0 = grey
+    blur: float = 0.0  # InputFilter: Gaussian sigma in input pixels, 0 = none
+
+
+class InputFilter(nn.Module):
+    """A fixed filter in front of the backbone, part of the exported graph: keep ``saturation`` of each pixel's
+    colour (the rest is its ITU-R 601 luma) and blur by a Gaussian of ``blur`` input pixels (reflected edges).
+
+    It trades detail for invariance: a grey or blurred copy lands nearer its original when both lose the same
+    colour and fine detail. Works on normalised inputs (the affine map is the same on every channel).
+    """
+
+    def __init__(self, saturation: float, blur: float):
+        super().__init__()
+        if not 0.0 <= saturation <= 1.0:
+            raise ArgumentError(f"--hp saturation={saturation}: must be in [0, 1]")
+        if not 0.0 <= blur <= 8.0:
+            raise ArgumentError(f"--hp blur={blur}: must be in [0, 8] pixels")
+        self.saturation = float(saturation)
+        # non-persistent: made from the config, so checkpoints from before the filter still load
+        self.register_buffer("luma", torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1), persistent=False)
+        radius = int(np.ceil(2.5 * blur)) if blur >= 0.05 else 0  # under 0.05 px a Gaussian is the identity
+        self.radius = radius
+        if radius:
+            t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+            g = torch.exp(-0.5 * (t / blur) ** 2)
+            g = g / g.sum()
+            self.register_buffer("kernel", (g[:, None] * g[None, :]).expand(3, 1, -1, -1).contiguous(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.saturation < 1.0:
+            grey = (x * self.luma).sum(dim=1, keepdim=True)
+            x = grey + self.saturation * (x - grey)
+        if self.radius:
+            x = nn.functional.conv2d(nn.functional.pad(x, (self.radius,) * 4, mode="reflect"), self.kernel, groups=3)
+        return x
 
 
 class HashHead(nn.Module):
@@ -106,11 +144,16 @@ class EditContrastiveModel(HashModel):
 
     def __init__(self, config: EditContrastiveConfig):
         super().__init__(config)
+        self.filter = InputFilter(config.saturation, config.blur)
         self.backbone = Backbone(config.backbone)
         self.head = HashHead(self.backbone.dim, config.hidden, config.bits)
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled backbone features of normalised images, after the input filter (what the head sees)."""
+        return self.backbone(self.filter(x))
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.head(self.backbone(x)))
+        return torch.tanh(self.head(self.features(x)))
 
 
 # -- data: instances, views, cached features ------------------------------------------------------
@@ -180,8 +223,9 @@ def make_views(instances, preprocess: Preprocess, views: int, seed: int, max_edi
     return out
 
 
-def backbone_session(backbone: Backbone, preprocess: Preprocess, threads: int):
-    """An onnxruntime session of ``backbone`` (exported once; feed it to :func:`backbone_features`)."""
+def backbone_session(backbone: nn.Module, preprocess: Preprocess, threads: int):
+    """An onnxruntime session of ``backbone`` (normalised images -> features; exported once; feed it to
+    :func:`backbone_features`)."""
     import os
     import tempfile
 
@@ -193,7 +237,7 @@ def backbone_session(backbone: Backbone, preprocess: Preprocess, threads: int):
         path = os.path.join(tmp, "backbone.onnx")
         with torch.no_grad():
             torch.onnx.export(backbone, (torch.zeros(2, 3, h, w),), path, input_names=["x"], output_names=["f"],
-                              dynamic_shapes={"x": {0: torch.export.Dim("n", min=1)}}, opset_version=18, dynamo=True, verbose=False)
+                              dynamic_shapes=({0: torch.export.Dim("n", min=1)},), opset_version=18, dynamo=True, verbose=False)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
@@ -302,13 +346,14 @@ def fit(cfg, folder, out_path, quiet: bool = False):
     t0 = time.perf_counter()
 
     instances, owner, files = load_instances(folder, hp, quiet)
-    config = EditContrastiveConfig(bits=cfg.bits, height=size, width=size, hidden=int(hp["hidden"]))
+    config = EditContrastiveConfig(bits=cfg.bits, height=size, width=size, hidden=int(hp["hidden"]),
+                                   saturation=float(hp["saturation"]), blur=float(hp["blur"]))
     model = EditContrastiveModel(config)
     model.backbone.load_pretrained()
     t_views = time.perf_counter()
     views = make_views(instances, preprocess, int(hp["views"]), cfg.seed, int(hp["max_edits"]), threads)
     t_feats = time.perf_counter()
-    session = backbone_session(model.backbone, preprocess, threads)
+    session = backbone_session(nn.Sequential(model.filter, model.backbone), preprocess, threads)
     feats_np = backbone_features(session, views.reshape(-1, *preprocess.shape_hwc), preprocess)
     feats = torch.from_numpy(feats_np.reshape(len(instances), int(hp["views"]), -1))
     del views
