@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hashtool.errors import ArgumentError
 from hashtool.train.methods import Method, Phase, register_method
 from hashtool.train.models import HashConfig, HashModel, register_model
 
@@ -79,6 +80,56 @@ class NINBackbone(nn.Module):
         return self.net(x)
 
 
+class ConvBackbone(nn.Module):
+    """A plain stack of 3x3 conv-BN-ReLU layers: ``layers`` lists widths and ``"P"`` (2x2 max-pooling), e.g.
+    ``("32", "P", "64", "P", "128", "128")``; global average pooling at the end: (n, C, H, W) -> (n, last width)."""
+
+    def __init__(self, in_channels: int, layers):
+        super().__init__()
+        mods: list[nn.Module] = []
+        c = in_channels
+        for item in layers:
+            if str(item).upper() == "P":
+                mods.append(nn.MaxPool2d(2))
+            else:
+                mods += _cbr(c, int(item), 3)
+                c = int(item)
+        mods += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        self.net = nn.Sequential(*mods)
+        self.out_features = c
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+BACKBONES = ("nin", "cnn")
+
+
+def make_backbone(kind: str, in_channels: int, filters, kernel: int = 3, mlp_layers: int = 2) -> nn.Module:
+    """``nin``: :class:`NINBackbone` over ``filters`` (pooling between blocks); ``cnn``: :class:`ConvBackbone`,
+    whose ``filters`` may hold ``"P"`` for a pooling layer."""
+    if kind == "nin":
+        return NINBackbone(in_channels, [int(f) for f in filters], kernel, mlp_layers)
+    if kind == "cnn":
+        return ConvBackbone(in_channels, filters)
+    raise ArgumentError(f"--hp backbone={kind!r}: choose one of {', '.join(BACKBONES)}")
+
+
+def parse_filters(spec) -> list:
+    """ "32,P,64" -> [32, "P", 64] (widths as ints, pooling as "P")."""
+    out = []
+    for f in str(spec).split(","):
+        f = f.strip()
+        if f.upper() == "P":
+            out.append("P")
+        else:
+            try:
+                out.append(int(f))
+            except ValueError:
+                raise ArgumentError(f"--hp filters={spec!r}: write widths and P separated by commas, as in 32,P,64") from None
+    return out
+
+
 @dataclass
 class NINLatentConfig(HashConfig):
     filters: tuple = (16, 32, 96)
@@ -86,9 +137,10 @@ class NINLatentConfig(HashConfig):
     mlp_layers: int = 2
     dropout: float = 0.1
     num_classes: int = 10
+    backbone: str = "nin"  # checkpoints written before the option existed hold NIN backbones
 
     def __post_init__(self):
-        self.filters = [int(f) for f in self.filters]
+        self.filters = [f if str(f).upper() == "P" else int(f) for f in self.filters]
 
 
 @register_model("nin-latent", NINLatentConfig)
@@ -97,7 +149,7 @@ class NINLatent(HashModel):
 
     def __init__(self, config: NINLatentConfig):
         super().__init__(config)
-        self.backbone = NINBackbone(config.in_channels, config.filters, config.kernel, config.mlp_layers)
+        self.backbone = make_backbone(config.backbone, config.in_channels, config.filters, config.kernel, config.mlp_layers)
         self.dropout = nn.Dropout(config.dropout)
         self.latent = nn.Linear(self.backbone.out_features, config.bits)
         self.classifier = nn.Linear(config.bits, config.num_classes)  # never used by encode()
@@ -111,11 +163,19 @@ class NINLatent(HashModel):
         return self.classifier(self.encode(x))
 
 
+DEFAULT_FILTERS = "32,P,64,P,128,128"
+# The configuration of the paper (scaled down for the CPU as described above), the defaults before issue 12.
+PAPER_PRESET = {
+    "hparams": {"epochs": 4, "lr": 2e-3, "warmup": 0.0, "smoothing": 0.0, "backbone": "nin", "filters": "16,32,96"},
+    "augment": "shift:1,hflip",
+}
+
+
 def nin_latent_loss(model: NINLatent, batch, ctx):
     hp = ctx.hparams
     h = model.encode(batch.images)
     logits = model.classifier(h)
-    ce = F.cross_entropy(logits, batch.labels)
+    ce = F.cross_entropy(logits, batch.labels, label_smoothing=float(hp["smoothing"]) if ctx.training else 0.0)
     binary = -(h - 0.5).pow(2).mean()
     balance = (h.mean(dim=0) - 0.5).pow(2).mean()
     loss = ce + hp["binary"] * binary + hp["balance"] * balance
@@ -123,15 +183,16 @@ def nin_latent_loss(model: NINLatent, batch, ctx):
     return loss, {"ce": float(ce.detach()), "acc": float(acc)}
 
 
-def _phases(hp):
-    return [Phase("main", epochs=int(hp["epochs"]), lr=float(hp["lr"]), lr_end=float(hp["lr"]) / 100, schedule="cosine")]
+def cosine_phases(hp):
+    """One phase: Adam at ``lr`` with a linear warm-up over the fraction ``warmup`` then a cosine decay to lr/100."""
+    return [Phase("main", epochs=int(hp["epochs"]), lr=float(hp["lr"]), lr_end=float(hp["lr"]) / 100, schedule="cosine",
+                  warmup=float(hp["warmup"]))]
 
 
 def _make_config(bits, in_channels, height, width, hp):
     return NINLatentConfig(
-        bits=bits, in_channels=in_channels, height=height, width=width,
-        filters=[int(f) for f in str(hp["filters"]).split(",")], dropout=float(hp["dropout"]),
-        num_classes=int(hp["num_classes"]),
+        bits=bits, in_channels=in_channels, height=height, width=width, backbone=str(hp["backbone"]),
+        filters=parse_filters(hp["filters"]), dropout=float(hp["dropout"]), num_classes=int(hp["num_classes"]),
     )
 
 
@@ -139,19 +200,23 @@ register_method(
     Method(
         name="nin-latent",
         loss=nin_latent_loss,
-        phases=_phases,
+        phases=cosine_phases,
         make_config=_make_config,
         hparams={
-            "epochs": 4,
-            "lr": 2e-3,
+            "epochs": 6,
+            "lr": 3e-3,
+            "warmup": 0.15,
+            "smoothing": 0.1,
             "binary": 0.1,
             "balance": 0.1,
             "dropout": 0.1,
-            "filters": "16,32,96",
+            "backbone": "cnn",
+            "filters": DEFAULT_FILTERS,
             "num_classes": 0,
         },
+        presets={"paper": PAPER_PRESET},
         supervised=True,
-        augment="shift:1,hflip",
+        augment="shift:2,hflip",
         batch_size=128,
         select="last",
         summary="Network-in-Network, a latent layer of B sigmoid units under a classifier; after \"A deep neural network based hashing for efficient image retrieval\"",
