@@ -319,3 +319,20 @@ def contrast_images(x, factor):
         m = x[i].mean()
         out[i] = m + (x[i] - m) * factor[i]
     return out
+
+
+def sylvester_hadamard(n: int) -> np.ndarray:
+    """H[i, j] = (-1) ** popcount(i & j): the Sylvester Hadamard matrix of order n (a power of two)."""
+    return np.array([[(-1) ** bin(i & j).count("1") for j in range(n)] for i in range(n)], dtype=np.float64)
+
+
+def centre_bce(h, labels, centres) -> float:
+    """Mean binary cross-entropy of sigmoid units h (n, bits) toward the 0/1 bits of their class's +-1 centre."""
+    total, count = 0.0, 0
+    for row, y in zip(np.asarray(h, dtype=np.float64), labels):
+        for v, c in zip(row, centres[y]):
+            v = min(max(v, 1e-6), 1 - 1e-6)
+            t = 1.0 if c > 0 else 0.0
+            total += -(t * np.log(v) + (1 - t) * np.log(1 - v))
+            count += 1
+    return total / count

@@ -299,3 +299,39 @@ def test_default_network_trains_a_few_steps_and_exports_with_parity(method, toy_
     loaded, _ = load_checkpoint(out)
     pre = Preprocess(height=28, width=28, color="L", mean=(0.5,), std=(0.5,))
     assert_parity(loaded, pre, tmp_path / "enc.onnx")
+
+
+# -- CSQ's class centres in nin-latent ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bits,classes", [(8, 10), (16, 10), (32, 3), (64, 10), (24, 10), (8, 20)])
+def test_hadamard_centres(bits, classes):
+    import naive
+
+    from hashtool.train.methods.nin_latent import hadamard_centres
+
+    c = hadamard_centres(bits, classes).numpy()
+    assert c.shape == (classes, bits) and set(np.unique(c)) <= {-1.0, 1.0}
+    if bits & (bits - 1) == 0 and classes <= 2 * bits:
+        h = naive.sylvester_hadamard(bits)
+        assert np.array_equal(c, np.concatenate([h, -h])[:classes])
+    else:
+        assert np.array_equal(c, hadamard_centres(bits, classes).numpy())  # seeded
+
+
+@given(data=st.data())
+def test_nin_latent_centre_term_matches_naive(data):
+    import naive
+
+    torch.manual_seed(0)
+    model = NINLatent(NINLatentConfig(bits=16, filters=(4, "P", 8), backbone="cnn", num_classes=3)).eval()
+    labels = data.draw(arrays(np.int64, (6,), elements=st.integers(0, 2)))
+    x = torch.randn(6, 1, 12, 12)
+    batch = Batch(images=x, clean=x, labels=torch.from_numpy(labels), labeled=torch.ones(6, dtype=torch.bool), indices=torch.arange(6))
+    hp = dict(get_method("nin-latent").hparams)
+    _, logs = get_method("nin-latent").loss(model, batch, Context(hparams=hp, training=False))
+    with torch.no_grad():
+        h = model.encode(x).numpy()
+    from hashtool.train.methods.nin_latent import hadamard_centres
+
+    assert logs["centre"] == pytest.approx(naive.centre_bce(h, labels, hadamard_centres(16, 3).numpy()), rel=1e-5)
