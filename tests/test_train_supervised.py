@@ -335,3 +335,29 @@ def test_nin_latent_centre_term_matches_naive(data):
     from hashtool.train.methods.nin_latent import hadamard_centres
 
     assert logs["centre"] == pytest.approx(naive.centre_bce(h, labels, hadamard_centres(16, 3).numpy()), rel=1e-5)
+
+
+def test_cli_preset_paper(tmp_path):
+    """``hashtool train --preset paper`` reaches the engine; a shallow baseline and an unknown preset are refused."""
+    from click.testing import CliRunner
+
+    from hashtool.cli import main
+    from hashtool.datasets import write_idx
+    from hashtool.train.checkpoint import read_checkpoint
+
+    folder = tmp_path / "toy"
+    folder.mkdir()
+    for prefix, n, seed in (("train", 160, 3), ("t10k", 40, 4)):
+        x, y = toy_images(n, seed)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte", x[..., 0])
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", y.astype(np.uint8))
+    out = tmp_path / "nin.pt"
+    base = ["train", "-b", "16", "-d", str(folder), "-o", str(out), "--epochs", "1", "--threads", "1", "-q", "--no-eval"]
+    r = CliRunner().invoke(main, [*base, "-m", "nin-latent", "--preset", "paper", "--hp", "filters=4,8,8"])
+    assert r.exit_code == 0, r.output
+    tc = read_checkpoint(out)["meta"]["train_config"]
+    assert tc["preset"] == "paper" and tc["hparams"]["backbone"] == "nin" and tc["hparams"]["centre"] == 0.0
+    r = CliRunner().invoke(main, [*base, "-m", "nin-latent", "--preset", "nope"])
+    assert r.exit_code != 0 and "--preset 'nope'" in r.output
+    r = CliRunner().invoke(main, [*base[:5], "-o", str(tmp_path / "itq.npz"), "-m", "itq", "--preset", "paper", "-q"])
+    assert r.exit_code != 0 and "--preset" in r.output
