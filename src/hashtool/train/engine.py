@@ -7,8 +7,15 @@ after every epoch so ``resume=True`` continues where an interrupted run stopped.
 epoch, loss, share of code units already binary, images/s.
 
 Validation after each epoch: the mean loss over the validation split (eval mode, no augmentation, under
-``torch.no_grad()``), the share of binary units, and, when the split is labeled, ``val_map``: mAP over the whole
-ranking with up to 1,000 validation images as queries against the remaining validation images.
+``torch.no_grad()``), ``val_acc`` when the loss logs an ``acc``, the share of binary units, and, when the split
+is labeled, ``val_map``: mAP over the whole ranking with up to 1,000 validation images as queries against the
+remaining validation images.
+
+Settings: the method's defaults, then its ``--preset`` (:attr:`Method.presets`), then the explicit options
+(:func:`resolve_settings`). The parts of a run, in order: :func:`prepare_run` (settings, data on the device,
+model), then per phase ``_train_phase`` (optimiser, hooks), whose epochs are ``_train_epoch`` (the steps),
+``_validate``, ``_offer`` (the selection rule) and ``_save_progress`` (the resumable checkpoint), and
+``_finish`` (the selected weights, the complete checkpoint).
 
 Seeding: ``torch.manual_seed(seed)`` before the model is built; the shuffle of epoch ``e`` comes from a
 generator seeded with ``(seed, e)``, so a resumed run sees the same batches as an uninterrupted one.
