@@ -306,3 +306,64 @@ def trim_box(arr, tolerance: int, keep: float):
     a = a[top:h - bottom]
     left, right = runs([a[:, j] for j in range(w)])
     return left, top, w - right, h - bottom
+
+
+# -- augmentation ops (hashtool.train.data), one image and one pixel at a time ----------------------
+
+
+def shift_images(x, dy, dx, p, fill):
+    """Output pixel (r, c) of image i is input pixel (r + dy[i] - p, c + dx[i] - p), or ``fill`` outside."""
+    x = np.asarray(x, dtype=np.float64)
+    n, c, h, w = x.shape
+    out = np.empty_like(x)
+    for i in range(n):
+        for ch in range(c):
+            for r in range(h):
+                for col in range(w):
+                    sr, sc = r + int(dy[i]) - p, col + int(dx[i]) - p
+                    out[i, ch, r, col] = x[i, ch, sr, sc] if 0 <= sr < h and 0 <= sc < w else fill[ch]
+    return out
+
+
+def flip_images(x, flip):
+    x = np.asarray(x, dtype=np.float64)
+    return np.stack([img[:, :, ::-1] if f else img for img, f in zip(x, flip)]) if len(x) else x
+
+
+def cutout_images(x, cy, cx, size, fill):
+    """The size x size square whose top-left corner is (cy - size // 2, cx - size // 2), clipped, set to ``fill``."""
+    x = np.array(x, dtype=np.float64)
+    n, c, h, w = x.shape
+    for i in range(n):
+        top, left = int(cy[i]) - size // 2, int(cx[i]) - size // 2
+        for r in range(max(top, 0), min(top + size, h)):
+            for col in range(max(left, 0), min(left + size, w)):
+                x[i, :, r, col] = fill
+    return x
+
+
+def contrast_images(x, factor):
+    """Each image's pixels moved away from (factor > 1) or toward (< 1) the image's mean."""
+    x = np.asarray(x, dtype=np.float64)
+    out = np.empty_like(x)
+    for i in range(len(x)):
+        m = x[i].mean()
+        out[i] = m + (x[i] - m) * factor[i]
+    return out
+
+
+def sylvester_hadamard(n: int) -> np.ndarray:
+    """H[i, j] = (-1) ** popcount(i & j): the Sylvester Hadamard matrix of order n (a power of two)."""
+    return np.array([[(-1) ** bin(i & j).count("1") for j in range(n)] for i in range(n)], dtype=np.float64)
+
+
+def centre_bce(h, labels, centres) -> float:
+    """Mean binary cross-entropy of sigmoid units h (n, bits) toward the 0/1 bits of their class's +-1 centre."""
+    total, count = 0.0, 0
+    for row, y in zip(np.asarray(h, dtype=np.float64), labels):
+        for v, c in zip(row, centres[y]):
+            v = min(max(v, 1e-6), 1 - 1e-6)
+            t = 1.0 if c > 0 else 0.0
+            total += -(t * np.log(v) + (1 - t) * np.log(1 - v))
+            count += 1
+    return total / count

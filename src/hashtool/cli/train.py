@@ -66,6 +66,8 @@ def _parse_hp(values) -> dict:
 @click.option("--labeled-fraction", type=float, default=1.0, show_default=True, help="Share of training labels a semi-supervised method may use.")
 @click.option("--select", type=click.Choice(["last", "val_loss", "val_map"]), default=None, help="Which epoch to keep (default: the method's).")
 @click.option("--hp", multiple=True, help="Method hyper-parameter override NAME=VALUE (repeatable).")
+@click.option("--preset", default=None, help="A named configuration of the method under the explicit options; "
+              "\"paper\": nin-latent's and adalabel's paper configurations (see the README).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the splits, the initialisation and the batches.")
 @click.option("--queries", type=int, default=None, help="Number of test queries of the protocol (default: the dataset's).")
 @click.option("--val", "n_val", type=int, default=None, help="Validation images held out of training (default: the dataset's).")
@@ -75,15 +77,15 @@ def _parse_hp(values) -> dict:
 @click.option("--no-eval", is_flag=True, help="Skip the final evaluation on the test protocol.")
 @json_option
 @quiet_option
-def train_cmd(method, bits, data, image_size, color, output, epochs, epoch_images, batch_size, lr, augment, labeled_fraction, select, hp, seed, queries,
-              n_val, device, threads, resume, no_eval, as_json, quiet):
+def train_cmd(method, bits, data, image_size, color, output, epochs, epoch_images, batch_size, lr, augment, labeled_fraction, select, hp, preset,
+              seed, queries, n_val, device, threads, resume, no_eval, as_json, quiet):
     """Train a hashing model and evaluate it on the dataset's retrieval protocol.
 
     The protocol (seeded, disjoint queries / database / training / validation) is printed with the result and
     stored in the model. Deep methods write an atomic checkpoint after every epoch; --resume continues.
     """
     result = _train(method, bits, data, output, epochs, epoch_images, batch_size, lr, augment, labeled_fraction, select,
-                    _parse_hp(hp), seed, queries, n_val, device, threads, resume, no_eval, quiet, image_size, color)
+                    _parse_hp(hp), seed, queries, n_val, device, threads, resume, no_eval, quiet, image_size, color, preset)
     _print_result(result, as_json)
 
 
@@ -102,7 +104,7 @@ def _print_result(result: dict, as_json: bool) -> None:
 
 
 def _train(method, bits, data, output, epochs, epoch_images, batch_size, lr, augment, labeled_fraction, select, hp, seed, queries,
-           n_val, device, threads, resume, no_eval, quiet, image_size=32, color="RGB"):
+           n_val, device, threads, resume, no_eval, quiet, image_size=32, color="RGB", preset=None):
     import time
 
     from hashtool.codes import check_nbits
@@ -113,13 +115,13 @@ def _train(method, bits, data, output, epochs, epoch_images, batch_size, lr, aug
     fitted = _own_procedure(method)
     if fitted is not None:
         return _train_own(fitted, method, bits, data, output, lr, batch_size, hp, seed, threads, quiet,
-                          epochs=epochs, epoch_images=epoch_images, augment=augment, select=select, resume=resume or None,
+                          epochs=epochs, epoch_images=epoch_images, augment=augment, select=select, resume=resume or None, preset=preset,
                           labeled_fraction=None if labeled_fraction == 1.0 else labeled_fraction, device=None if device == "cpu" else device)
     dataset = load_dataset(data, image_size=image_size, color=color)
     splits = make_splits(dataset, n_query=queries, n_val=n_val, seed=seed)
     if method in SHALLOW:
         for name, value in (("--epochs", epochs), ("--epoch-images", epoch_images), ("--batch-size", batch_size), ("--lr", lr), ("--augment", augment),
-                            ("--select", select), ("--hp", hp or None)):
+                            ("--select", select), ("--hp", hp or None), ("--preset", preset)):
             if value is not None:
                 raise ArgumentError(f"{name} does not apply to the shallow baseline {method}")
         if resume:
@@ -134,7 +136,7 @@ def _train(method, bits, data, output, epochs, epoch_images, batch_size, lr, aug
 
     cfg = TrainConfig(method=method, bits=bits, epochs=epochs, epoch_images=epoch_images, batch_size=batch_size, lr=lr, seed=seed, device=device,
                       threads=threads, augment=augment, labeled_fraction=labeled_fraction, select=select, hparams=hp,
-                      quiet=quiet)
+                      preset=preset, quiet=quiet)
     t0 = time.perf_counter()
     model, meta = train(cfg, splits, output, resume=resume)
     result = {"model": str(output), "method": method, "bits": bits, "protocol": splits.protocol(),

@@ -6,10 +6,18 @@ by a seeded permutation, so there are no worker processes and no per-image Pytho
 cores (1 thread): a 128-image batch with ``shift:2`` takes 1% of an ``ae-tanh`` training step, so the pipeline
 is not the bottleneck (the ``images/s`` in the progress line includes it).
 
-Augmentations (``--augment``, a comma-separated list; "none" for none):
-``shift:P``  translate each image by a uniform random integer offset in [-P, P] per axis, filling with the
-             normalised value of a black pixel (P = 2 when written as ``shift``);
-``hflip``    mirror half of the images left-right.
+Augmentations (``--augment``, a comma-separated list applied in order; "none" for none):
+``shift:P``     translate each image by a uniform random integer offset in [-P, P] per axis, filling with the
+                normalised value of a black pixel (P = 2 when written as ``shift``);
+``hflip``       mirror half of the images left-right;
+``cutout:S``    erase one S x S square per image (clipped at the border; centre uniform over the image) to
+                black, as in DeVries and Taylor's cutout (S = 8 when written as ``cutout``);
+``contrast:F``  scale each image's contrast around its own mean by a uniform factor in [1 - F, 1 + F]
+                (F = 0.5 when written as ``contrast``; in [0, 1]).
+
+Every op is one function of explicit per-image parameters (``shift_images``, ``flip_images``, ``cutout_images``,
+``contrast_images``); :func:`augment_batch` draws the parameters from a generator and calls them, so the
+semi-supervised views (the weak and the strong one) and the engine's batches share one definition.
 """
 
 from __future__ import annotations
@@ -36,7 +44,10 @@ def to_tensor(images: np.ndarray, preprocess: Preprocess, device="cpu") -> torch
     return x.contiguous()
 
 
-def parse_augment(spec: str | None) -> list[tuple[str, int]]:
+AUGMENT_HELP = "use shift[:P], hflip, cutout[:S], contrast[:F] or none"
+
+
+def parse_augment(spec: str | None) -> list[tuple[str, float]]:
     """Parse an augmentation spec such as "shift:2,hflip" into [(name, param)]."""
     if spec is None or spec.strip() in ("", "none"):
         return []
@@ -44,35 +55,87 @@ def parse_augment(spec: str | None) -> list[tuple[str, int]]:
     for part in spec.split(","):
         name, _, arg = part.strip().partition(":")
         if name == "shift":
-            try:
-                p = int(arg) if arg else 2
-            except ValueError:
-                raise ArgumentError(f"--augment {spec!r}: shift takes an integer, as in shift:2") from None
-            if not 0 <= p <= 16:
-                raise ArgumentError(f"--augment {spec!r}: shift must be in [0, 16]")
-            out.append(("shift", p))
+            out.append(("shift", _int_arg(spec, name, arg, 2, 0, 16)))
         elif name == "hflip" and not arg:
             out.append(("hflip", 0))
+        elif name == "cutout":
+            out.append(("cutout", _int_arg(spec, name, arg, 8, 1, 64)))
+        elif name == "contrast":
+            try:
+                f = float(arg) if arg else 0.5
+            except ValueError:
+                raise ArgumentError(f"--augment {spec!r}: contrast takes a number, as in contrast:0.5") from None
+            if not 0.0 <= f <= 1.0:
+                raise ArgumentError(f"--augment {spec!r}: contrast must be in [0, 1]")
+            out.append(("contrast", f))
         else:
-            raise ArgumentError(f"--augment {spec!r}: unknown augmentation {part!r}; use shift[:P], hflip or none")
+            raise ArgumentError(f"--augment {spec!r}: unknown augmentation {part!r}; {AUGMENT_HELP}")
     return out
 
 
-def augment_batch(x: torch.Tensor, ops: list[tuple[str, int]], fill: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Apply ``ops`` to a normalised NCHW batch; ``fill`` is the per-channel value of a black pixel."""
+def _int_arg(spec: str, name: str, arg: str, default: int, lo: int, hi: int) -> int:
+    try:
+        p = int(arg) if arg else default
+    except ValueError:
+        raise ArgumentError(f"--augment {spec!r}: {name} takes an integer, as in {name}:{default}") from None
+    if not lo <= p <= hi:
+        raise ArgumentError(f"--augment {spec!r}: {name} must be in [{lo}, {hi}]")
+    return p
+
+
+def shift_images(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, p: int, fill: torch.Tensor) -> torch.Tensor:
+    """Image i moved by (dy[i] - p, dx[i] - p) pixels (dy, dx in [0, 2p]), new pixels set to ``fill`` (per channel):
+    output pixel (r, c) is input pixel (r + dy - p, c + dx - p)."""
     n, c, h, w = x.shape
+    padded = F.pad(x - fill[None, :, None, None], (p, p, p, p)) + fill[None, :, None, None]
+    rows = (dy[:, None] + torch.arange(h, device=x.device)[None, :])[:, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=x.device)[None, :])[:, None, :]
+    nidx = torch.arange(n, device=x.device)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[nidx, rows, cols].permute(0, 3, 1, 2).contiguous()
+
+
+def flip_images(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """Images where ``flip`` (bool, n) is True mirrored left-right."""
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
+def cutout_images(x: torch.Tensor, cy: torch.Tensor, cx: torch.Tensor, size: int, fill: torch.Tensor) -> torch.Tensor:
+    """Pixels (r, c) with cy - size//2 <= r < cy - size//2 + size (likewise c) set to ``fill`` in image i."""
+    n, _, h, w = x.shape
+    top, left = cy - size // 2, cx - size // 2
+    ys = torch.arange(h, device=x.device)[None, :, None]
+    xs = torch.arange(w, device=x.device)[None, None, :]
+    inside = ((ys >= top[:, None, None]) & (ys < top[:, None, None] + size)
+              & (xs >= left[:, None, None]) & (xs < left[:, None, None] + size))
+    return torch.where(inside[:, None], fill[None, :, None, None].to(x.dtype), x)
+
+
+def contrast_images(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """Image i's contrast scaled by ``factor[i]`` around its mean (over all pixels and channels)."""
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return mean + (x - mean) * factor[:, None, None, None].to(x.dtype)
+
+
+def augment_batch(x: torch.Tensor, ops: list[tuple[str, float]], fill: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Apply ``ops`` to a normalised NCHW batch; ``fill`` is the per-channel value of a black pixel.
+    The random parameters come from ``generator`` (None: torch's global generator)."""
+    n, c, h, w = x.shape
+
+    def ints(hi):
+        return torch.randint(0, hi, (n,), generator=generator).to(x.device)
+
+    def uniform():
+        return torch.rand(n, generator=generator).to(x.device)
+
     for name, p in ops:
         if name == "shift" and p > 0:
-            padded = F.pad(x - fill[None, :, None, None], (p, p, p, p)) + fill[None, :, None, None]
-            dy = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(x.device)
-            dx = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(x.device)
-            rows = (dy[:, None] + torch.arange(h, device=x.device)[None, :])[:, :, None]
-            cols = (dx[:, None] + torch.arange(w, device=x.device)[None, :])[:, None, :]
-            nidx = torch.arange(n, device=x.device)[:, None, None]
-            x = padded.permute(0, 2, 3, 1)[nidx, rows, cols].permute(0, 3, 1, 2).contiguous()
+            x = shift_images(x, ints(2 * p + 1), ints(2 * p + 1), int(p), fill)
         elif name == "hflip":
-            flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
-            x = torch.where(flip[:, None, None, None], x.flip(3), x)
+            x = flip_images(x, uniform() < 0.5)
+        elif name == "cutout":
+            x = cutout_images(x, ints(h), ints(w), int(p), fill)
+        elif name == "contrast":
+            x = contrast_images(x, 1.0 - p + 2.0 * p * uniform())
     return x
 
 

@@ -35,7 +35,9 @@ How to add a method (one module in this package, imported at the bottom of this 
    method's hyper-parameters after ``--hp key=value`` overrides), ``num_classes``, ``train_size``,
    ``training`` (False during validation), ``device``, ``data`` (the whole training split as a
    :class:`hashtool.train.data.TrainData`, for methods that draw extra images in their loss, such as labeled
-   images in semi-supervised training; read it, never modify it).
+   images in semi-supervised training; read it, never modify it), ``augment`` and ``fill`` (the run's parsed
+   ``--augment`` ops and black-pixel value, to augment such extra images with
+   :func:`hashtool.train.data.augment_batch`).
 
 3. The :class:`Method` record, registered with :func:`register_method`: ``name`` (also the model name),
    ``loss``, ``phases(hp) -> list[Phase]`` (the default schedule: epochs, learning rates, which parameters
@@ -50,7 +52,7 @@ How to add a method (one module in this package, imported at the bottom of this 
    :class:`hashtool.train.data.TrainData` with ``images``/``labels``/``labeled`` tensors of the split).
 
 A :class:`Phase` is ``(name, epochs, lr, lr_end=None, schedule="constant"|"linear"|"cosine",
-params=None|callable(model)->parameters, select=True)``; a fresh Adam optimiser is made per phase over
+params=None|callable(model)->parameters, select=True, warmup=0.0)``; a fresh Adam optimiser is made per phase over
 ``params(model)`` (default: all parameters); ``select=False`` keeps the phase's epochs out of model
 selection (layer-wise pre-training, for instance).
 
@@ -104,6 +106,8 @@ class Context:
     training: bool = True
     device: str = "cpu"
     data: object = None  # the training split (TrainData); read-only for losses and hooks
+    augment: list = field(default_factory=list)  # the run's parsed --augment ops (hashtool.train.data.parse_augment)
+    fill: torch.Tensor | None = None  # the normalised value of a black pixel per channel (the augmentation fill)
 
 
 @dataclass
@@ -117,9 +121,17 @@ class Phase:
     schedule: str = "constant"
     params: Callable | None = None
     select: bool = True
+    warmup: float = 0.0
 
     def lr_at(self, t: float) -> float:
-        """Learning rate at fraction ``t`` in [0, 1] of the phase."""
+        """Learning rate at fraction ``t`` in [0, 1] of the phase.
+
+        With ``warmup`` w > 0 the rate first rises linearly from ``lr / 25`` to ``lr`` over the fraction w of the
+        phase (a one-cycle start, as in Smith's one-cycle policy), then follows the schedule over the rest."""
+        if self.warmup > 0 and t < self.warmup:
+            return self.lr / 25 + (self.lr - self.lr / 25) * t / self.warmup
+        if self.warmup > 0:
+            t = (t - self.warmup) / max(1.0 - self.warmup, 1e-12)
         end = self.lr if self.lr_end is None else self.lr_end
         if self.schedule == "constant":
             return self.lr
@@ -151,6 +163,7 @@ class Method:
     on_epoch_start: Callable | None = None
     on_epoch_end: Callable | None = None
     summary: str = ""
+    presets: dict = field(default_factory=dict)  # name -> {"hparams": {...}, "augment": ..., "batch_size": ...}
     fit: Callable | None = None  # a method with its own procedure: fit(TrainConfig, folder, out_path, quiet) -> (model, meta)
 
 
