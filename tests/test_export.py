@@ -110,7 +110,22 @@ def test_every_registered_method_exports_with_parity(method, tmp_path):
     save_checkpoint(tmp_path / "m.pt", model, pp, meta={"dataset": "random weights"})
     res = export_model(tmp_path / "m.pt", tmp_path / "enc.onnx", parity_images=200)
     assert res.parity.ok and res.metadata["method"] == method
+    assert_metadata_round_trip(res, MODEL_KEYS)
     assert_parity(model, pp, tmp_path / "enc.onnx")
+
+
+OPTIONAL_KEYS = ("copy_radius", "licence")  # written when the checkpoint records them
+MODEL_KEYS = METADATA_KEYS
+BASELINE_KEYS = tuple(k for k in METADATA_KEYS if k not in ("training_meta", "torch_version"))
+
+
+def assert_metadata_round_trip(res, keys):
+    """The file holds exactly the metadata the export returned, in the documented key order, and the
+    runtime Encoder reads back every value as written."""
+    written = [(e.key, e.value) for e in onnx.load(res.path).metadata_props]
+    assert dict(written) == res.metadata
+    assert [k for k, _ in written if k not in OPTIONAL_KEYS] == list(keys)
+    assert Encoder(res.path, threads=1).metadata == res.metadata
 
 
 # -- the graph itself -------------------------------------------------------------------------------
@@ -166,6 +181,40 @@ def test_metadata(tiny_export):
     parity = json.loads(md["parity"])
     assert parity["ok"] and parity["images"] == 64 and parity["bits_compared"] == 64 * 32
     assert res.sha256 == hashlib.sha256((d / "enc.onnx").read_bytes()).hexdigest()
+    assert_metadata_round_trip(res, MODEL_KEYS)
+
+
+def test_baseline_export_shares_the_metadata_rules_and_needs_no_torch(tmp_path):
+    """In a fresh process: a baseline exports without importing torch, and its file carries the model
+    exporter's keys (less training_meta and torch_version) in the same order, read back unchanged."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from hashtool.baselines import fit_baseline
+
+    base = fit_baseline("itq", np.random.default_rng(0).random((120, 8 * 8 * 3)), 16)
+    base.meta.update(input_shape_hwc=[8, 8, 3], dataset="folder x", protocol={"queries": 10}, metrics={"map": 0.25})
+    base.save(tmp_path / "itq.npz")
+    code = f"""
+        import json, sys
+        from hashtool.export.baseline_onnx import export_baseline
+        res = export_baseline({str(tmp_path / "itq.npz")!r}, {str(tmp_path / "itq.onnx")!r}, parity_images=32)
+        print(json.dumps({{"torch": "torch" in sys.modules, "result": res.to_dict()}}))
+    """
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    child = json.loads(out.stdout.strip().splitlines()[-1])
+    assert child["torch"] is False
+    res = child["result"]
+    assert res["parity"]["ok"] and res["parity"]["images"] == 32
+    md = res["metadata"]
+    assert (md["method"], md["bits"], md["output"], md["binarize"], md["threshold"]) == ("itq", "16", "real", "sign", "0.0")
+    assert (md["training_data"], json.loads(md["protocol"]), json.loads(md["map"])) == ("folder x", {"queries": 10}, 0.25)
+    assert md["opset"] == str(OPSET) and md["checkpoint_sha256"] == hashlib.sha256((tmp_path / "itq.npz").read_bytes()).hexdigest()
+    from types import SimpleNamespace
+
+    assert_metadata_round_trip(SimpleNamespace(path=Path(res["path"]), metadata=md), BASELINE_KEYS)
 
 
 def test_same_image_same_tensor_through_training_numpy_and_onnx_paths(tmp_path):

@@ -1,6 +1,7 @@
 """ONNX export of a model's encoder, cut at the hash layer, with its parity check (needs torch + onnx).
 
-See :mod:`hashtool.export.onnx_export` for the graph, the metadata and the parity protocol.
+See :mod:`hashtool.export.onnx_export` for the entry and the parts (graph, trace, metadata, parity, file);
+:mod:`hashtool.export.baseline_onnx` exports the shallow baselines with the same metadata and file rules.
 
 The names below are loaded on first use (PEP 562), so importing the package itself stays free of torch:
 tools that walk hashtool's packages (``pkgutil.walk_packages`` imports every package it recurses into,

@@ -14,17 +14,18 @@ another order). Needs the ``onnx`` package (hashtool[train]), not torch.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
+from hashtool.encode.encoder import INPUT_NAME, OUTPUT_NAMES
 from hashtool.errors import ModelError
+from hashtool.export.onnx_file import OPSET, check_onnx, write_encoder
+from hashtool.export.parity import DEFAULT_EPSILON, ParityTally, attach_parity, onnx_session
 from hashtool.preprocess import Preprocess
 
-OPSET = 18
+EXPORTER = "hashtool.export.baseline_onnx"
 
 
 def baseline_preprocess(meta: dict) -> Preprocess:
@@ -38,7 +39,6 @@ def baseline_preprocess(meta: dict) -> Preprocess:
 
 def baseline_graph(base, pp: Preprocess):
     """The ONNX ModelProto of the baseline's projection (see the module docstring)."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     h, w, c = pp.shape_hwc
@@ -51,89 +51,67 @@ def baseline_graph(base, pp: Preprocess):
         numpy_helper.from_array(np.asarray(base.W, dtype=np.float32), "W"),
     ]
     nodes = [
-        helper.make_node("Cast", ["images"], ["x"], to=TensorProto.FLOAT),
+        helper.make_node("Cast", [INPUT_NAME], ["x"], to=TensorProto.FLOAT),
         helper.make_node("Reshape", ["x", "shape"], ["flat"]),
         helper.make_node("Mul", ["flat", "scale"], ["unit"]),
         helper.make_node("Sub", ["unit", "mean"], ["centred"]),
         helper.make_node("MatMul", ["centred", "W"], ["projection"]),
-        helper.make_node("Identity", ["projection"], ["real"]),
+        helper.make_node("Identity", ["projection"], [OUTPUT_NAMES["real"]]),
     ]
     graph = helper.make_graph(
         nodes, f"hashtool-{base.method}",
-        [helper.make_tensor_value_info("images", TensorProto.UINT8, ["batch", h, w, c])],
-        [helper.make_tensor_value_info("real", TensorProto.FLOAT, ["batch", base.bits])],
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, ["batch", h, w, c])],
+        [helper.make_tensor_value_info(OUTPUT_NAMES["real"], TensorProto.FLOAT, ["batch", base.bits])],
         inits,
     )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     proto.ir_version = min(proto.ir_version, 9)  # readable by the onnxruntime versions we support
-    onnx.checker.check_model(proto, full_check=True)
+    check_onnx(proto)
     return proto
 
 
-def export_baseline(npz_path, onnx_path, *, parity_images: int = 256, epsilon: float = 1e-4, strict: bool = True):
+def export_baseline(npz_path, onnx_path, *, parity_images: int = 256, epsilon: float = DEFAULT_EPSILON,
+                    strict: bool = True):
     """Write the baseline at ``npz_path`` as an encoder at ``onnx_path``; returns an ExportResult."""
     import onnx
 
-    from hashtool import __version__
     from hashtool.baselines import load_baseline
     from hashtool.encode import Encoder
-    from hashtool.encode.encoder import ENCODER_FORMAT, ENCODER_FORMAT_VERSION
-    from hashtool.export.onnx_export import ExportResult, _atomic_write, _json, _set_metadata, _text
+    from hashtool.export.metadata import encoder_metadata, set_metadata
     from hashtool.fileio import sha256_file
 
     t0 = time.perf_counter()
     base = load_baseline(npz_path)
     pp = baseline_preprocess(base.meta)
     proto = baseline_graph(base, pp)
-    metadata = {
-        "hashtool_format": ENCODER_FORMAT, "hashtool_format_version": str(ENCODER_FORMAT_VERSION),
-        "hashtool_version": __version__, "bits": str(base.bits), "bit_order": "little", "output": "real",
-        "binarize": "sign", "threshold": "0.0", "input_layout": "NHWC", "input_dtype": "uint8",
-        "input_height": str(pp.height), "input_width": str(pp.width), "input_channels": str(pp.channels),
-        "color": pp.color, "resize": pp.resize, "mean": _json(list(pp.mean)), "std": _json(list(pp.std)),
-        "method": base.method, "training_data": _text(base.meta.get("dataset")),
-        "protocol": _text(base.meta.get("protocol")), "map": _json(base.meta.get("metrics", {}).get("map")),
-        "checkpoint_sha256": sha256_file(npz_path), "checkpoint_file": Path(npz_path).name,
-        "exporter": "hashtool.export.baseline_onnx", "opset": str(OPSET), "onnx_version": onnx.__version__,
-    }
-    _set_metadata(proto, metadata)
+    metadata = encoder_metadata(
+        bits=base.bits, output="real", rule="sign", preprocess=pp, method=base.method, meta=base.meta,
+        map_figures=base.meta.get("metrics", {}).get("map"), checkpoint_sha256=sha256_file(npz_path),
+        checkpoint_file=Path(npz_path).name,
+    )
+    metadata.update({"exporter": EXPORTER, "opset": str(OPSET), "onnx_version": onnx.__version__})
+    set_metadata(proto, metadata)
     report = None
-    path = Path(onnx_path)
     if parity_images:
         report = _parity(base, proto, pp, int(parity_images), epsilon)
-        metadata["parity"] = json.dumps(report.to_dict(), sort_keys=True)
-        _set_metadata(proto, metadata)
-        if strict and not report.ok:
-            raise ModelError(f"export to {onnx_path} failed the parity check: {report.summary()}. Nothing was written")
-    data = proto.SerializeToString()
-    _atomic_write(path, data)
-    Encoder(path, threads=1)  # the runtime accepts what was written
-    return ExportResult(path=path, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data), metadata=metadata,
-                        parity=report, seconds=time.perf_counter() - t0)
+        attach_parity(proto, metadata, report, onnx_path, strict)
+    result = write_encoder(proto, onnx_path, metadata, report, t0)
+    Encoder(result.path, threads=1)  # the runtime accepts what was written
+    return result
 
 
 def _parity(base, proto, pp: Preprocess, n: int, epsilon: float):
     """Encoder codes from the ONNX graph against LinearHash.transform on ``n`` seeded random images."""
-    import onnxruntime as ort
-
-    from hashtool.codes import unpack
+    from hashtool.codes import binarize, unpack
     from hashtool.datasets import flatten_features
-    from hashtool.export.onnx_export import ParityReport
 
     t0 = time.perf_counter()
     images = np.random.default_rng(0).integers(0, 256, (n, *pp.shape_hwc), dtype=np.uint8)
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    real = sess.run(None, {"images": images})[0]
+    real = onnx_session(proto.SerializeToString()).run(None, {INPUT_NAME: images})[0]
     proj = base.project(flatten_features(images))
-    bits_o, bits_n = real >= 0, unpack(base.transform(flatten_features(images)), base.bits).astype(bool)
-    near = np.abs(proj) <= epsilon
-    mismatch = bits_o != bits_n
-    return ParityReport(
-        images=n, image_source="uniform random pixels (seeded)", bits_compared=int(mismatch.size),
-        bits_equal=int(mismatch.size - mismatch.sum()), bits_differ=int(mismatch.sum()), near_threshold=int(near.sum()),
-        differ_near_threshold=int((mismatch & near).sum()), differ_beyond_epsilon=int((mismatch & ~near).sum()),
-        epsilon=float(epsilon), threshold=0.0, max_abs_real_diff=float(np.abs(real - proj).max()),
-        seconds=time.perf_counter() - t0,
-    )
+    bits_o = binarize(real, "sign").astype(bool)
+    bits_n = unpack(base.transform(flatten_features(images)), base.bits).astype(bool)
+    tally = ParityTally()
+    tally.add(bits_o, bits_n, proj, 0.0, epsilon)
+    return tally.report(images=n, source="uniform random pixels (seeded)", epsilon=epsilon, threshold=0.0,
+                        max_abs_real_diff=float(np.abs(real - proj).max()), t0=t0)
