@@ -182,6 +182,8 @@ def test_metadata(tiny_export):
     assert parity["ok"] and parity["images"] == 64 and parity["bits_compared"] == 64 * 32
     assert res.sha256 == hashlib.sha256((d / "enc.onnx").read_bytes()).hexdigest()
     assert_metadata_round_trip(res, MODEL_KEYS)
+    proto = onnx.load(d / "enc.onnx")  # no builder paths or source lines in the nodes
+    assert not any(n.metadata_props for n in proto.graph.node) and b"/work/" not in (d / "enc.onnx").read_bytes()
 
 
 def test_baseline_export_shares_the_metadata_rules_and_needs_no_torch(tmp_path):

@@ -50,6 +50,14 @@ def check_onnx(proto) -> None:
         raise ModelError(f"the exported ONNX graph fails onnx.checker: {str(exc)[:300]}") from exc
 
 
+def strip_node_metadata(proto) -> None:
+    """Drop the per-node metadata torch's dynamo exporter writes (the module path and the source file and line of
+    every traced call): it carries the builder's paths into the file and makes exports irreproducible."""
+    for graph in [proto.graph, *(f for f in proto.functions)]:
+        for node in graph.node:
+            del node.metadata_props[:]
+
+
 def write_encoder(proto, onnx_path, metadata: dict, parity: ParityReport | None, t0: float) -> ExportResult:
     """Serialise ``proto`` to ``onnx_path`` atomically (temporary file in the same folder, fsync, rename).
 
@@ -57,6 +65,7 @@ def write_encoder(proto, onnx_path, metadata: dict, parity: ParityReport | None,
     """
     from hashtool.fileio import atomic_write
 
+    strip_node_metadata(proto)
     data = proto.SerializeToString()
     path = Path(onnx_path)
     with atomic_write(path) as f:
