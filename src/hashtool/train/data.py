@@ -10,6 +10,14 @@ Augmentations (``--augment``, a comma-separated list; "none" for none):
 ``shift:P``  translate each image by a uniform random integer offset in [-P, P] per axis, filling with the
              normalised value of a black pixel (P = 2 when written as ``shift``);
 ``hflip``    mirror half of the images left-right.
+
+The view ops of the contrastive methods (:mod:`hashtool.train.views`, same language, same generator rules):
+``crop:S``   random resized crop: a rectangle of a uniform share in [S, 1] of the area and aspect ratio
+             log-uniform in [3/4, 4/3], resized back to the full size (bilinear) (S = 0.5 when written ``crop``);
+``rotate:D`` rotate by a uniform angle in [-D, D] degrees about the centre, black outside (D = 15);
+``jitter:J`` brightness and contrast each scaled by a uniform factor in [1 - J, 1 + J] (J = 0.4);
+``erase:P``  with probability P, fill a random rectangle (2% to 25% of the area, aspect 0.3 to 3.3) with
+             black (P = 0.5).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from hashtool.codes import binarize, pack
 from hashtool.errors import ArgumentError
 from hashtool.preprocess import Preprocess
 from hashtool.train.methods import Batch
+from hashtool.train.views import VIEW_OPS, apply_view_op, parse_view_op
 
 
 def to_tensor(images: np.ndarray, preprocess: Preprocess, device="cpu") -> torch.Tensor:
@@ -36,7 +45,7 @@ def to_tensor(images: np.ndarray, preprocess: Preprocess, device="cpu") -> torch
     return x.contiguous()
 
 
-def parse_augment(spec: str | None) -> list[tuple[str, int]]:
+def parse_augment(spec: str | None) -> list[tuple[str, float]]:
     """Parse an augmentation spec such as "shift:2,hflip" into [(name, param)]."""
     if spec is None or spec.strip() in ("", "none"):
         return []
@@ -53,8 +62,11 @@ def parse_augment(spec: str | None) -> list[tuple[str, int]]:
             out.append(("shift", p))
         elif name == "hflip" and not arg:
             out.append(("hflip", 0))
+        elif name in VIEW_OPS:  # the contrastive view ops (hashtool.train.views)
+            out.append((name, parse_view_op(spec, name, arg)))
         else:
-            raise ArgumentError(f"--augment {spec!r}: unknown augmentation {part!r}; use shift[:P], hflip or none")
+            raise ArgumentError(f"--augment {spec!r}: unknown augmentation {part!r}; use shift[:P], hflip, "
+                                f"{', '.join(f'{k}[:X]' for k in VIEW_OPS)} or none")
     return out
 
 
@@ -73,6 +85,8 @@ def augment_batch(x: torch.Tensor, ops: list[tuple[str, int]], fill: torch.Tenso
         elif name == "hflip":
             flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        elif name in VIEW_OPS:
+            x = apply_view_op(x, name, p, fill, generator)
     return x
 
 
