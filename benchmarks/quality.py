@@ -15,8 +15,11 @@ Usage::
     python benchmarks/quality.py --datasets mnist-5k --methods itq,ae-tanh --bits 16
     python benchmarks/quality.py --jobs 2 --threads 1  # two deep trainings at a time, one thread each
 
-Writes ``benchmarks/out/quality.json`` (everything, including PR curves), ``quality.md`` (the table) and
-``map_vs_bits.png`` (mAP against bits, one panel per dataset), and prints the table.
+Writes ``benchmarks/out/quality.json`` (everything, including PR curves), ``quality.md`` (the table),
+``map_vs_bits.png`` (mAP against bits, one panel per dataset) and ``pr_DATASET.png`` (precision against recall
+by Hamming radius, one panel per code length), drawn with matplotlib (the ``dev`` extra), and prints the table.
+``--merge`` adds results of other runs first (``benchmarks/results/quality_unsup/recorded.json`` holds the
+measured ae-tanh and scae rows of the earlier run, without their PR curves).
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SHALLOW = ("lsh", "pcah", "itq")
-COLORS = {"lsh": (150, 150, 150), "pcah": (90, 160, 90), "itq": (30, 30, 30), "ae-tanh": (200, 60, 40), "scae": (40, 90, 200)}
+COLORS = {"lsh": "#969696", "pcah": "#5aa05a", "itq": "#1e1e1e", "ae-tanh": "#c83c28", "scae": "#285ac8", "contrastive": "#d08000"}
+DEEP = ("ae-tanh", "scae", "contrastive")
 
 
 def run_shallow(method, bits, dataset, seed, outdir):
@@ -113,54 +117,67 @@ def table(results, datasets, methods, bits_list) -> str:
     return "\n".join(lines)
 
 
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _style(method):
+    return {"color": COLORS.get(method, "purple"), "linestyle": "--" if method in SHALLOW else "-", "marker": "o", "markersize": 4}
+
+
 def plot(results, datasets, methods, bits_list, path):
-    """mAP against bits, one panel per dataset, drawn with PIL (no matplotlib needed)."""
-    from PIL import Image, ImageDraw
-
-    W, H, M = 420, 320, 50
+    """mAP against bits, one panel per dataset (matplotlib)."""
+    plt = _pyplot()
     dsets = [d for d in datasets if any(r["dataset"] == d for r in results)]
-    img = Image.new("RGB", (W * len(dsets), H + 60), "white")
-    draw = ImageDraw.Draw(img)
-    for pi, ds in enumerate(dsets):
-        x0 = pi * W
-        rows = [r for r in results if r["dataset"] == ds]
-        vals = [r["metrics"]["map"] for r in rows]
-        lo = max(0.0, min(vals) - 0.05)
-        hi = min(1.0, max(vals) + 0.05)
+    fig, axes = plt.subplots(1, len(dsets), figsize=(5 * len(dsets), 4), squeeze=False)
+    for ax, ds in zip(axes[0], dsets):
+        for m in methods:
+            pts = sorted((r["bits"], r["metrics"]["map"]) for r in results if r["dataset"] == ds and r["method"] == m and r["bits"] in bits_list)
+            if pts:
+                ax.plot(*zip(*pts), label=m, **_style(m))
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(bits_list, [str(b) for b in bits_list])
+        ax.set_xlabel("bits")
+        ax.set_ylabel("mAP (whole ranking)")
+        ax.set_title(f"{ds}: mAP against code length")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
-        def px(i):
-            return x0 + M + i * (W - 2 * M) / max(1, len(bits_list) - 1)
 
-        def py(v):
-            return H - M + 10 - (v - lo) / (hi - lo) * (H - 2 * M)
-
-        draw.rectangle([x0 + M, py(hi), x0 + W - M, py(lo)], outline="black")
-        draw.text((x0 + M, 8), f"{ds}: mAP vs bits", fill="black")
-        for k in range(5):
-            v = lo + (hi - lo) * k / 4
-            draw.line([x0 + M - 4, py(v), x0 + M, py(v)], fill="black")
-            draw.text((x0 + 6, py(v) - 6), f"{v:.2f}", fill="black")
-        for i, b in enumerate(bits_list):
-            draw.text((px(i) - 8, py(lo) + 6), str(b), fill="black")
-        draw.text((x0 + W // 2 - 10, py(lo) + 20), "bits", fill="black")
-        for mi, m in enumerate(methods):
-            pts = [(px(i), py(r["metrics"]["map"])) for i, b in enumerate(bits_list) for r in rows if r["method"] == m and r["bits"] == b]
-            color = COLORS.get(m, (120, 0, 120))
-            if len(pts) > 1:
-                draw.line(pts, fill=color, width=2)
-            for x, y in pts:
-                draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=color)
-            lx = x0 + M + (mi % 3) * 110
-            ly = H + 10 + (mi // 3) * 16
-            draw.line([lx, ly + 6, lx + 18, ly + 6], fill=color, width=3)
-            draw.text((lx + 22, ly), m, fill="black")
-    img.save(path)
+def plot_pr(results, dataset, methods, bits_list, path):
+    """Precision against recall of the items within Hamming radius r = 0..bits, one panel per code length."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(bits_list), figsize=(4.5 * len(bits_list), 4), squeeze=False)
+    for ax, b in zip(axes[0], bits_list):
+        for m in methods:
+            r = next((r for r in results if r["dataset"] == dataset and r["method"] == m and r["bits"] == b and "pr_curve" in r["metrics"]), None)
+            if r is not None:
+                pr = r["metrics"]["pr_curve"]
+                ax.plot(pr["recall"], pr["precision"], label=m, **{**_style(m), "markersize": 2})
+        ax.set_xlabel("recall (items within radius r)")
+        ax.set_ylabel("precision")
+        ax.set_title(f"{dataset}, {b} bits")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--datasets", default="fashion-mnist,mnist-5k")
-    ap.add_argument("--methods", default="lsh,pcah,itq,ae-tanh,scae")
+    ap.add_argument("--methods", default="lsh,pcah,itq,ae-tanh,scae,contrastive")
     ap.add_argument("--bits", default="16,32,64")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--jobs", type=int, default=2, help="deep trainings run at the same time")
@@ -214,11 +231,14 @@ def main(argv=None):
     state["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     state["load_end"] = os.getloadavg()
     _write(jpath, state, results)
-    all_methods = [m for m in ("lsh", "pcah", "itq", "ae-tanh", "scae") if any(r["method"] == m for r in results)]
+    all_methods = [m for m in (*SHALLOW, *DEEP) if any(r["method"] == m for r in results)]
     all_methods += sorted({r["method"] for r in results} - set(all_methods))
     md = table(results, datasets, all_methods, bits_list)
     (outdir / "quality.md").write_text(md + "\n")
     plot(results, datasets, all_methods, bits_list, outdir / "map_vs_bits.png")
+    for ds in datasets:
+        if any(r["dataset"] == ds and "pr_curve" in r["metrics"] for r in results):
+            plot_pr(results, ds, all_methods, bits_list, outdir / f"pr_{ds}.png")
     print(md)
     print(f"machine: {state}")
 

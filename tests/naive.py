@@ -367,3 +367,68 @@ def centre_bce(h, labels, centres) -> float:
             total += -(t * np.log(v) + (1 - t) * np.log(1 - v))
             count += 1
     return total / count
+
+
+def affine_warp(images, theta, fill) -> np.ndarray:
+    """Bilinear resampling of NCHW ``images`` at the affine map ``theta`` (n, 2, 3), one pixel at a time.
+
+    ``theta`` maps an output pixel's normalised centre (x, y in [-1, 1], align_corners=False) to the input's;
+    the input is read as ``fill`` outside the image (so, per channel, ``fill`` + bilinear of ``image - fill``
+    with zeros outside).
+    """
+    x = np.asarray(images, dtype=np.float64)
+    n, c, h, w = x.shape
+    out = np.zeros_like(x)
+    for i in range(n):
+        t = np.asarray(theta[i], dtype=np.float64)
+        for yo in range(h):
+            for xo in range(w):
+                u, v = (2 * xo + 1) / w - 1, (2 * yo + 1) / h - 1
+                xi = t[0, 0] * u + t[0, 1] * v + t[0, 2]
+                yi = t[1, 0] * u + t[1, 1] * v + t[1, 2]
+                px, py = ((xi + 1) * w - 1) / 2, ((yi + 1) * h - 1) / 2
+                x0, y0 = int(np.floor(px)), int(np.floor(py))
+                for ch in range(c):
+                    acc = 0.0
+                    for yy, wy in ((y0, 1 - (py - y0)), (y0 + 1, py - y0)):
+                        for xx, wx in ((x0, 1 - (px - x0)), (x0 + 1, px - x0)):
+                            if 0 <= yy < h and 0 <= xx < w:
+                                acc += wy * wx * (x[i, ch, yy, xx] - fill[ch])
+                    out[i, ch, yo, xo] = acc + fill[ch]
+    return out
+
+
+def jitter(images, brightness, contrast, fill) -> np.ndarray:
+    """Per image: v -> fill + (v - fill) * brightness, then v -> m + (v - m) * contrast, m the image's mean."""
+    x = np.asarray(images, dtype=np.float64)
+    out = np.zeros_like(x)
+    for i in range(len(x)):
+        y = np.stack([fill[ch] + (x[i, ch] - fill[ch]) * brightness[i] for ch in range(x.shape[1])])
+        m = y.mean()
+        out[i] = m + (y - m) * contrast[i]
+    return out
+
+
+def erase(images, boxes, fill) -> np.ndarray:
+    """Per image: the pixels of rectangle (top, left, height, width) set to ``fill`` in every channel."""
+    out = np.array(images, dtype=np.float64)
+    for i, (top, left, bh, bw) in enumerate(np.asarray(boxes)):
+        for yy in range(top, top + bh):
+            for xx in range(left, left + bw):
+                out[i, :, yy, xx] = fill
+    return out
+
+
+def nt_xent(z, temperature: float) -> float:
+    """NT-Xent of 2n embeddings (rows i and i + n are the two views of instance i), one row at a time."""
+    z = np.asarray(z, dtype=np.float64)
+    m = len(z)
+    n = m // 2
+    total = 0.0
+    for i in range(m):
+        j = i + n if i < n else i - n
+        logits = [float(z[i] @ z[k]) / temperature for k in range(m) if k != i]
+        top = max(logits)
+        log_sum = top + np.log(sum(np.exp(v - top) for v in logits))
+        total += log_sum - float(z[i] @ z[j]) / temperature
+    return total / m

@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from hashtool.cli import main
-from hashtool.train.methods.edit_contrastive import head_loss, HPARAMS
 
 
 def _photos(folder, n=7):
@@ -23,15 +22,6 @@ def _photos(folder, n=7):
         arr = ((img + 1) * 127.5 + rng.normal(0, 8, img.shape)).clip(0, 255).astype(np.uint8)
         Image.fromarray(arr).save(folder / f"p{i}.{'jpg' if i % 2 else 'png'}")
     return folder
-
-
-def test_loss_prefers_codes_that_agree_across_views():
-    torch.manual_seed(0)
-    u = torch.tanh(3 * torch.randn(64, 32))
-    hp = dict(HPARAMS)
-    same, _ = head_loss(u, u, hp)
-    shuffled, _ = head_loss(u, u[torch.randperm(64)], hp)
-    assert float(same) < float(shuffled) - 1.0
 
 
 @pytest.mark.slow

@@ -18,6 +18,14 @@ Augmentations (``--augment``, a comma-separated list applied in order; "none" fo
 Every op is one function of explicit per-image parameters (``shift_images``, ``flip_images``, ``cutout_images``,
 ``contrast_images``); :func:`augment_batch` draws the parameters from a generator and calls them, so the
 semi-supervised views (the weak and the strong one) and the engine's batches share one definition.
+
+The view ops of the contrastive methods (:mod:`hashtool.train.views`, same language, same generator rules):
+``crop:S``   random resized crop: a rectangle of a uniform share in [S, 1] of the area and aspect ratio
+             log-uniform in [3/4, 4/3], resized back to the full size (bilinear) (S = 0.5 when written ``crop``);
+``rotate:D`` rotate by a uniform angle in [-D, D] degrees about the centre, black outside (D = 15);
+``jitter:J`` brightness and contrast each scaled by a uniform factor in [1 - J, 1 + J] (J = 0.4);
+``erase:P``  with probability P, fill a random rectangle (2% to 25% of the area, aspect 0.3 to 3.3) with
+             black (P = 0.5).
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from hashtool.codes import binarize, pack
 from hashtool.errors import ArgumentError
 from hashtool.preprocess import Preprocess
 from hashtool.train.methods import Batch
+from hashtool.train.views import VIEW_OPS, apply_view_op, parse_view_op
 
 
 def to_tensor(images: np.ndarray, preprocess: Preprocess, device="cpu") -> torch.Tensor:
@@ -44,7 +53,7 @@ def to_tensor(images: np.ndarray, preprocess: Preprocess, device="cpu") -> torch
     return x.contiguous()
 
 
-AUGMENT_HELP = "use shift[:P], hflip, cutout[:S], contrast[:F] or none"
+AUGMENT_HELP = "use shift[:P], hflip, cutout[:S], contrast[:F], crop[:S], rotate[:D], jitter[:J], erase[:P] or none"
 
 
 def parse_augment(spec: str | None) -> list[tuple[str, float]]:
@@ -68,6 +77,8 @@ def parse_augment(spec: str | None) -> list[tuple[str, float]]:
             if not 0.0 <= f <= 1.0:
                 raise ArgumentError(f"--augment {spec!r}: contrast must be in [0, 1]")
             out.append(("contrast", f))
+        elif name in VIEW_OPS:  # the contrastive view ops (hashtool.train.views)
+            out.append((name, parse_view_op(spec, name, arg)))
         else:
             raise ArgumentError(f"--augment {spec!r}: unknown augmentation {part!r}; {AUGMENT_HELP}")
     return out
@@ -136,6 +147,8 @@ def augment_batch(x: torch.Tensor, ops: list[tuple[str, float]], fill: torch.Ten
             x = cutout_images(x, ints(h), ints(w), int(p), fill)
         elif name == "contrast":
             x = contrast_images(x, 1.0 - p + 2.0 * p * uniform())
+        elif name in VIEW_OPS:
+            x = apply_view_op(x, name, p, fill, generator)
     return x
 
 

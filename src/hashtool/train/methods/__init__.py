@@ -193,3 +193,4 @@ from hashtool.train.methods import scae  # noqa: E402,F401
 from hashtool.train.methods import nin_latent  # noqa: E402,F401
 from hashtool.train.methods import adalabel  # noqa: E402,F401
 from hashtool.train.methods import edit_contrastive  # noqa: E402,F401
+from hashtool.train.methods import contrastive  # noqa: E402,F401

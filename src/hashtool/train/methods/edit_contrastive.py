@@ -13,7 +13,8 @@ Every view goes through the runtime's own preprocessing (:func:`hashtool.files.i
 frozen backbone once, run by onnxruntime (3 to 5 times faster than PyTorch eager here); the head then trains on
 the cached 1280-d features, thousands of steps a minute on a CPU.
 
-Loss, per batch of ``batch`` instances with two random views each (a, b):
+Loss, per batch of ``batch`` instances with two random views each (a, b), the contrastive loss on codes shared
+with ``contrastive`` (:func:`hashtool.train.contrastive.code_contrastive_loss`):
 
 * contrastive (NT-Xent, temperature ``temperature``) between the codes of a and b, every other view in the
   batch a negative. The codes are ``sign(u)`` with a straight-through gradient (``u = tanh(head(f))``), scaled
@@ -45,8 +46,9 @@ from torch import nn
 from hashtool.errors import ArgumentError, DatasetError
 from hashtool.preprocess import RESIZE_POLICIES, Preprocess
 from hashtool.train.backbone import LICENCE, Backbone
+from hashtool.train.contrastive import code_contrastive_loss
 from hashtool.train.methods import Method, get_method, register_method
-from hashtool.train.models import HashConfig, HashModel, binarize, register_model
+from hashtool.train.models import HashConfig, HashModel, register_model
 
 NAME = "edit-contrastive"
 MEAN = (0.5, 0.5, 0.5)  # EfficientNet-Lite: x / 127.5 - 1
@@ -257,35 +259,6 @@ def backbone_features(sess, images: np.ndarray, preprocess: Preprocess, batch: i
 # -- training -------------------------------------------------------------------------------------
 
 
-def _codes_st(u: torch.Tensor) -> torch.Tensor:
-    """sign(u) (0 -> +1, the codes' rule) forward, identity gradient backward."""
-    return u + (binarize(u, "sign").to(u.dtype) * 2 - 1 - u).detach()
-
-
-def head_loss(u_a: torch.Tensor, u_b: torch.Tensor, hp: dict) -> tuple[torch.Tensor, dict]:
-    """The method's loss on the tanh outputs of two views of the same instances (see the module docstring)."""
-    bits = u_a.shape[1]
-    if int(hp["straight_through"]):
-        z = torch.cat([_codes_st(u_a), _codes_st(u_b)]) / bits**0.5
-    else:
-        z = nn.functional.normalize(torch.cat([u_a, u_b]), dim=1)
-    n = u_a.shape[0]
-    sim = z @ z.T / float(hp["temperature"])
-    sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool), float("-inf"))
-    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)])
-    contrast = nn.functional.cross_entropy(sim, target)
-    u = torch.cat([u_a, u_b])
-    quant = ((1 - u.abs()) ** 2).mean()
-    balance = (u.mean(dim=0) ** 2).mean()
-    c = u - u.mean(dim=0)
-    cov = c.T @ c / len(c)
-    d = torch.sqrt(torch.diagonal(cov) + 1e-6)
-    corr = cov / (d[:, None] * d[None, :])
-    decorr = (corr - torch.diag(torch.diagonal(corr))).pow(2).sum() / (bits * (bits - 1))
-    loss = contrast + float(hp["quant"]) * quant + float(hp["balance"]) * balance + float(hp["decorr"]) * decorr
-    return loss, {k: float(v.detach()) for k, v in (("contrast", contrast), ("quant", quant), ("balance", balance), ("decorr", decorr))}
-
-
 def _packed_codes(head: HashHead, feats: torch.Tensor) -> np.ndarray:
     from hashtool.codes import pack
 
@@ -411,7 +384,7 @@ def _train_head(head: HashHead, feats: torch.Tensor, train_idx, val_idx, owner, 
         vb = (va + torch.randint(1, views, (batch,), generator=gen)) % views  # a different view
         u_a = torch.tanh(head(drop(feats[pick, va])))
         u_b = torch.tanh(head(drop(feats[pick, vb])))
-        loss, logs = head_loss(u_a, u_b, hp)
+        loss, logs = code_contrastive_loss(u_a, u_b, hp)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
