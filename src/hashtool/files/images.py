@@ -318,12 +318,26 @@ def _to_mode(img: Image.Image, color: str, path) -> Image.Image:
     return img
 
 
-def _flat_run(spread: np.ndarray) -> tuple[int, int]:
-    """Lengths of the leading and trailing runs of ``spread <= TRIM_TOLERANCE`` (one value per line)."""
-    flat = spread <= TRIM_TOLERANCE
-    if flat.all():
-        return 0, 0  # a blank image has no borders to find
-    return int(np.argmin(flat)), int(np.argmin(flat[::-1]))
+_TRIM_BLOCK = 8  # edge lines judged per numpy step: most photos end their flat run in the first block
+
+
+def _flat_lead(lines: np.ndarray, reverse: bool) -> int:
+    """How many consecutive lines of ``lines`` (n, k, c), from the start (or the end), are flat.
+
+    Walks inward a block at a time and stops at the first line that is not flat, so a photo without
+    borders costs one block, not a pass over every pixel.
+    """
+    n = lines.shape[0]
+    done = 0
+    while done < n:
+        stop = min(n, done + _TRIM_BLOCK)
+        block = lines[n - stop:n - done][::-1] if reverse else lines[done:stop]
+        spread = (block.max(axis=1).astype(np.int16) - block.min(axis=1)).max(axis=1)
+        flat = spread <= TRIM_TOLERANCE
+        if not flat.all():
+            return done + int(np.argmin(flat))
+        done = stop
+    return n
 
 
 def trim_box(arr: np.ndarray) -> tuple[int, int, int, int]:
@@ -333,14 +347,16 @@ def trim_box(arr: np.ndarray) -> tuple[int, int, int, int]:
     :data:`TRIM_TOLERANCE` of each other; each edge loses its run of consecutive flat lines, whatever their
     colour, so black bars around a white-backed picture go as well as the white. Rows are trimmed first,
     then columns are judged on the rows kept. A dimension whose flat runs would leave less than
-    :data:`TRIM_KEEP` of it is kept whole.
+    :data:`TRIM_KEEP` of it is kept whole, and so is one whose every line is flat (a blank image).
     """
     a = arr if arr.ndim == 3 else arr[:, :, None]
     h, w = a.shape[:2]
 
     def runs(lines: np.ndarray, n: int) -> tuple[int, int]:  # lines: (n, k, c)
-        spread = (lines.max(axis=1).astype(np.int16) - lines.min(axis=1)).max(axis=1)
-        lead, trail = _flat_run(spread)
+        lead = _flat_lead(lines, reverse=False)
+        if lead == n:
+            return 0, 0
+        trail = _flat_lead(lines, reverse=True)
         return (lead, trail) if n - lead - trail >= max(1, math.ceil(TRIM_KEEP * n)) else (0, 0)
 
     top, bottom = runs(a, h)
