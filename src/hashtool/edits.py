@@ -251,11 +251,41 @@ def apply_edit(img: Image.Image, kind: str, rng: np.random.Generator) -> Image.I
     return EDITS[kind].fn(img, rng)
 
 
-def random_edit(img: Image.Image, rng: np.random.Generator, choices=None, max_edits: int = 3) -> tuple[Image.Image, list[str]]:
-    """Chain 1 to ``max_edits`` distinct kinds drawn from ``choices`` (default: all); returns (image, kinds)."""
+def parse_weights(spec: str) -> dict[str, float]:
+    """``"grey=3,brighten=2"`` -> {edit name: relative weight}; unnamed edits keep weight 1."""
+    out: dict[str, float] = {}
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        name, sep, value = part.partition("=")
+        name = name.strip()
+        if not sep or name not in EDITS:
+            raise ArgumentError(f"edit weight {part!r}: write NAME=WEIGHT with NAME one of {', '.join(EDITS)}")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = -1.0
+        if not (weight >= 0 and math.isfinite(weight)):
+            raise ArgumentError(f"edit weight {part!r}: the weight must be a number >= 0")
+        out[name] = weight
+    return out
+
+
+def random_edit(img: Image.Image, rng: np.random.Generator, choices=None, max_edits: int = 3,
+                weights: dict[str, float] | None = None) -> tuple[Image.Image, list[str]]:
+    """Chain 1 to ``max_edits`` distinct kinds drawn from ``choices`` (default: all); returns (image, kinds).
+
+    ``weights`` (edit name -> relative weight, 1 for those not named) makes some kinds more likely than others;
+    without it every kind is equally likely.
+    """
     choices = tuple(choices or EDITS)
+    p = None
+    if weights:
+        w = np.array([float(weights.get(c, 1.0)) for c in choices])
+        if (w > 0).sum() == 0:
+            raise ArgumentError("edit weights: at least one edit must have a weight above 0")
+        choices, w = tuple(c for c, x in zip(choices, w) if x > 0), w[w > 0]
+        p = w / w.sum()
     n = int(rng.integers(1, min(max_edits, len(choices)) + 1))
-    picked = [choices[i] for i in rng.choice(len(choices), size=n, replace=False)]
+    picked = [choices[i] for i in rng.choice(len(choices), size=n, replace=False, p=p)]
     for kind in picked:
         img = apply_edit(img, kind, rng)
     return img, picked

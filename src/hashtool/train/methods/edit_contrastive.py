@@ -50,6 +50,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hashtool.edits import parse_weights
 from hashtool.errors import ArgumentError, DatasetError
 from hashtool.preprocess import RESIZE_POLICIES, Preprocess
 from hashtool.train.backbone import LICENCE, Backbone
@@ -60,6 +61,8 @@ from hashtool.train.models import HashConfig, HashModel, register_model
 NAME = "edit-contrastive"
 MEAN = (0.5, 0.5, 0.5)  # EfficientNet-Lite: x / 127.5 - 1
 STD = (0.5, 0.5, 0.5)
+NORMAL_SPREAD = 0.5  # InputFilter(normalise): the standard deviation every image gets, about a photo's at [-1, 1]
+NORMAL_EPS = 1e-3  # keeps a flat image finite (it stays flat)
 
 HPARAMS = {
     "views": 12,
@@ -79,6 +82,8 @@ HPARAMS = {
     "resize": "trim-stretch",
     "saturation": 0.5,
     "blur": 1.0,
+    "normalise": 0,
+    "edit_weights": "",
     "max_edits": 3,
     "straight_through": 0,
     "dropout": 0.0,
@@ -95,23 +100,28 @@ class EditContrastiveConfig(HashConfig):
     hidden: int = 0
     saturation: float = 1.0  # InputFilter: 1 = colours as they are, 0 = grey
     blur: float = 0.0  # InputFilter: Gaussian sigma in input pixels, 0 = none
+    normalise: bool = False  # InputFilter: each image to zero mean and a fixed spread
 
 
 class InputFilter(nn.Module):
     """A fixed filter in front of the backbone, part of the exported graph: keep ``saturation`` of each pixel's
-    colour (the rest is its ITU-R 601 luma) and blur by a Gaussian of ``blur`` input pixels (reflected edges).
+    colour (the rest is its ITU-R 601 luma), blur by a Gaussian of ``blur`` input pixels (reflected edges), and
+    with ``normalise`` shift and scale each image to mean 0 and standard deviation :data:`NORMAL_SPREAD` over all
+    its pixels and channels.
 
     It trades detail for invariance: a grey or blurred copy lands nearer its original when both lose the same
-    colour and fine detail. Works on normalised inputs (the affine map is the same on every channel).
+    colour and fine detail, and a normalised image is the same whatever uniform brightness or contrast factor
+    was applied to it (up to clipping). Works on normalised inputs (the affine map is the same on every channel).
     """
 
-    def __init__(self, saturation: float, blur: float):
+    def __init__(self, saturation: float, blur: float, normalise: bool = False):
         super().__init__()
         if not 0.0 <= saturation <= 1.0:
             raise ArgumentError(f"--hp saturation={saturation}: must be in [0, 1]")
         if not 0.0 <= blur <= 8.0:
             raise ArgumentError(f"--hp blur={blur}: must be in [0, 8] pixels")
         self.saturation = float(saturation)
+        self.normalise = bool(normalise)
         # non-persistent: made from the config, so checkpoints from before the filter still load
         self.register_buffer("luma", torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1), persistent=False)
         radius = int(np.ceil(2.5 * blur)) if blur >= 0.05 else 0  # under 0.05 px a Gaussian is the identity
@@ -128,6 +138,10 @@ class InputFilter(nn.Module):
             x = grey + self.saturation * (x - grey)
         if self.radius:
             x = nn.functional.conv2d(nn.functional.pad(x, (self.radius,) * 4, mode="reflect"), self.kernel, groups=3)
+        if self.normalise:
+            centred = x - x.mean(dim=(1, 2, 3), keepdim=True)
+            spread = centred.square().mean(dim=(1, 2, 3), keepdim=True).sqrt()
+            x = centred * (NORMAL_SPREAD / (spread + NORMAL_EPS))
         return x
 
 
@@ -153,7 +167,7 @@ class EditContrastiveModel(HashModel):
 
     def __init__(self, config: EditContrastiveConfig):
         super().__init__(config)
-        self.filter = InputFilter(config.saturation, config.blur)
+        self.filter = InputFilter(config.saturation, config.blur, config.normalise)
         self.backbone = Backbone(config.backbone)
         self.head = HashHead(self.backbone.dim, config.hidden, config.bits)
 
@@ -211,8 +225,9 @@ def load_instances(folder, hp: dict, quiet: bool = False):
     return instances, np.asarray(owner), kept
 
 
-def make_views(instances, preprocess: Preprocess, views: int, seed: int, max_edits: int, threads: int):
-    """uint8 (n, views, H, W, 3): view 0 clean, the others edited copies; seeded per (instance, view)."""
+def make_views(instances, preprocess: Preprocess, views: int, seed: int, max_edits: int, threads: int, weights=None):
+    """uint8 (n, views, H, W, 3): view 0 clean, the others edited copies; seeded per (instance, view).
+    ``weights``: edit name -> relative chance of being drawn (see :func:`hashtool.edits.random_edit`)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from hashtool.edits import random_edit
@@ -224,7 +239,7 @@ def make_views(instances, preprocess: Preprocess, views: int, seed: int, max_edi
         for v in range(views):
             img = instances[i]
             if v:
-                img, _ = random_edit(img, np.random.default_rng([seed, i, v]), max_edits=max_edits)
+                img, _ = random_edit(img, np.random.default_rng([seed, i, v]), max_edits=max_edits, weights=weights)
             out[i, v] = convert_image(img, preprocess)
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
@@ -327,11 +342,13 @@ def fit(cfg, folder, out_path, quiet: bool = False):
 
     instances, owner, files = load_instances(folder, hp, quiet)
     config = EditContrastiveConfig(bits=cfg.bits, height=size, width=size, hidden=int(hp["hidden"]),
-                                   saturation=float(hp["saturation"]), blur=float(hp["blur"]))
+                                   saturation=float(hp["saturation"]), blur=float(hp["blur"]),
+                                   normalise=bool(int(hp["normalise"])))
     model = EditContrastiveModel(config)
     model.backbone.load_pretrained()
     t_views = time.perf_counter()
-    views = make_views(instances, preprocess, int(hp["views"]), cfg.seed, int(hp["max_edits"]), threads)
+    weights = parse_weights(str(hp["edit_weights"])) if hp["edit_weights"] else None
+    views = make_views(instances, preprocess, int(hp["views"]), cfg.seed, int(hp["max_edits"]), threads, weights)
     t_feats = time.perf_counter()
     session = backbone_session(nn.Sequential(model.filter, model.backbone), preprocess, threads)
     feats_np = backbone_features(session, views.reshape(-1, *preprocess.shape_hwc), preprocess)
