@@ -40,6 +40,7 @@ from hashtool.threads import resolve_threads
 ENCODER_FORMAT = "hashtool-encoder"
 ENCODER_FORMAT_VERSION = 1
 INPUT_NAME = "images"
+OPSET = 18  # the ONNX opset hashtool writes graphs at (encoders, and the backbone graph training runs)
 OUTPUT_KINDS = ("packed", "bits", "real")
 OUTPUT_NAMES = {"packed": "codes", "bits": "bits", "real": "real"}
 _REQUIRED = ("bits", "output", "binarize", "input_height", "input_width", "input_channels", "color", "mean", "std")

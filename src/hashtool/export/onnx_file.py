@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hashtool.encode.encoder import OPSET  # noqa: F401 (export names it; the runtime module owns it)
 from hashtool.errors import ModelError
 
 if TYPE_CHECKING:
     from hashtool.export.parity import ParityReport
-
-OPSET = 18
 
 
 @dataclass

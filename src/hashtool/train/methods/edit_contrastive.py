@@ -51,6 +51,7 @@ import torch
 from torch import nn
 
 from hashtool.edits import parse_weights
+from hashtool.encode.encoder import OPSET
 from hashtool.errors import ArgumentError, DatasetError
 from hashtool.preprocess import RESIZE_POLICIES, Preprocess
 from hashtool.train.backbone import LICENCE, Backbone
@@ -261,7 +262,7 @@ def backbone_session(backbone: nn.Module, preprocess: Preprocess, threads: int):
         path = os.path.join(tmp, "backbone.onnx")
         with torch.no_grad():
             torch.onnx.export(backbone, (torch.zeros(2, 3, h, w),), path, input_names=["x"], output_names=["f"],
-                              dynamic_shapes=({0: torch.export.Dim("n", min=1)},), opset_version=18, dynamo=True, verbose=False)
+                              dynamic_shapes=({0: torch.export.Dim("n", min=1)},), opset_version=OPSET, dynamo=True, verbose=False)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
