@@ -98,7 +98,7 @@ def open_encoder(path, threads):
     return Encoder(path, threads=threads)
 
 
-def encode_files_fn(encoder, batch_size: int = 64):
+def encode_files_fn(encoder, batch_size: int | None = None):
     """Adapt Encoder.encode_files to store.build's EncodeFiles: (paths, progress) -> (codes, positions,
     failures, sha256 of the bytes each code was decoded from)."""
     import numpy as np

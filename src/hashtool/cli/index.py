@@ -33,7 +33,7 @@ def index():
 @click.option("--follow-symlinks/--no-follow-symlinks", default=None, help="Follow symbolic links (loops are detected). Stored in the index like --exclude. Default: as stored, else not followed.")
 @click.option("--strict", is_flag=True, help="Abort on the first unreadable image (the existing index is kept).")
 @click.option("--structure", type=click.Choice(["auto", "flat", "mih"]), default="auto", show_default=True, help="Search structure: exhaustive scan, multi-index hashing, or chosen by size.")
-@click.option("--batch-size", type=click.IntRange(1, 4096), default=64, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=None, help="Images per inference call (default: hashtool.encode.encoder.FILE_BATCH, 16).")
 @click.option("--scheduler", envvar="DASK_SCHEDULER_ADDRESS", default=None, metavar="ADDRESS", help="Encode on a Dask cluster: tcp://HOST:PORT of its scheduler, or local:N for N worker processes here (needs hashtool[cluster]; FOLDER must be readable by every worker at the same path). Default: $DASK_SCHEDULER_ADDRESS, else encode in this process.")
 @click.option("--shard-size", type=click.IntRange(min=0), default=None, metavar="N", help="Store the codes as shards of at most N codes, one index file each (0: one file). Default: as the index was built, one file for a new index.")
 @threads_option
@@ -71,7 +71,7 @@ def build_cmd(folder, model, index_path, exclude, no_exclude, follow_symlinks, s
 
 
 def run_build(folder, model, index_path, exclude=None, follow_symlinks=None, strict=False, structure="auto",
-              batch_size=64, threads=None, quiet=False, wait=True, scheduler=None, shard_size=None):
+              batch_size=None, threads=None, quiet=False, wait=True, scheduler=None, shard_size=None):
     """Build or update an index (the body of `index build`, also used by `dups`); returns the BuildReport.
 
     ``exclude``/``follow_symlinks`` of None reuse the walk options stored in the index."""

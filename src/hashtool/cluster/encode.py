@@ -73,14 +73,14 @@ def _worker_threads() -> int:
     return max(1, available_cpus() // slots)
 
 
-def encode_batch(blob: bytes, sha256: str, paths: list[str], batch_size: int, threads: int | None = None):
+def encode_batch(blob: bytes, sha256: str, paths: list[str], batch_size: int | None, threads: int | None = None):
     """Worker side: ``(codes uint8 (m, nbytes), positions int64 (m,), failures [(position, reason)], sha256 [m])``."""
     encoder = worker_encoder(blob, sha256, threads)
     res = encoder.encode_files(paths, batch_size=batch_size)
     return res.codes, np.asarray(res.indices, dtype=np.int64), [(int(f.index), f.reason) for f in res.failures], list(res.sha256)
 
 
-def dask_encode_files(client, encoder, *, batch_size: int = 64, files_per_task: int = FILES_PER_TASK,
+def dask_encode_files(client, encoder, *, batch_size: int | None = None, files_per_task: int = FILES_PER_TASK,
                       threads: int | None = None, timeout: float | None = None, batch_fn: Callable = encode_batch):
     """An ``encode_files(paths, progress)`` callable (see :data:`hashtool.store.build.EncodeFiles`) on ``client``.
 

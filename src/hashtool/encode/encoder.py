@@ -40,6 +40,9 @@ from hashtool.threads import resolve_threads
 ENCODER_FORMAT = "hashtool-encoder"
 ENCODER_FORMAT_VERSION = 1
 INPUT_NAME = "images"
+# Images per onnxruntime call in encode_files: small batches start inference while the decoders are still
+# busy and keep activations in cache (measured with the photo encoder on 120 12 MP JPEGs: 16 beat 64).
+FILE_BATCH = 16
 OPSET = 18  # the ONNX opset hashtool writes graphs at (encoders, and the backbone graph training runs)
 OUTPUT_KINDS = ("packed", "bits", "real")
 OUTPUT_NAMES = {"packed": "codes", "bits": "bits", "real": "real"}
@@ -79,7 +82,7 @@ class Encoder:
 
     >>> enc = Encoder("encoder.onnx", threads=2)          # doctest: +SKIP
     >>> codes = enc.encode(images_uint8_nhwc)              # doctest: +SKIP
-    >>> result = enc.encode_files(paths, batch_size=64)    # doctest: +SKIP
+    >>> result = enc.encode_files(paths)    # doctest: +SKIP
     """
 
     def __init__(self, path, threads: int | None = None, *, spin: bool = False):
@@ -166,7 +169,7 @@ class Encoder:
     def encode_files(
         self,
         paths,
-        batch_size: int = 64,
+        batch_size: int | None = None,
         *,
         workers: int | None = None,
         progress: Callable[[int, int], None] | None = None,
@@ -177,13 +180,15 @@ class Encoder:
         Each file is read once (:func:`hashtool.files.read_image`): ``result.sha256`` holds the hash of the
         bytes each code was computed from.
 
-        ``workers`` decoding threads (default: the encoder's thread count) decode ahead of inference, up
-        to ``2 * batch_size`` images, while onnxruntime encodes the current batch. ``progress(done,
-        total)`` is called after each batch (done counts failures too). ``stats`` holds ``decode_s``
+        ``batch_size`` images go to onnxruntime at a time (default :data:`FILE_BATCH`). ``workers`` decoding
+        threads (default: the encoder's thread count) decode ahead of inference, up to ``2 * batch_size``
+        images, while onnxruntime encodes the current batch. ``progress(done, total)`` is called after each
+        batch (done counts failures too). ``stats`` holds ``decode_s``
         (decoding time summed over workers), ``inference_s``, ``wall_s`` and ``images_per_s``.
         """
         from hashtool.files.images import read_image
 
+        batch_size = FILE_BATCH if batch_size is None else batch_size
         paths = [str(p) for p in paths]
         if batch_size < 1:
             raise ArgumentError(f"batch_size must be >= 1, got {batch_size}")
