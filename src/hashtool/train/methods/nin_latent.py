@@ -29,7 +29,9 @@ still apply on top of either):
   database, mAP needs the *training* images classified right, and after 6 epochs with shifts of 2 pixels the
   network knew them no better than the test images (92.4% of the 60,000 database images classified right by
   the 32-bit model, 90.3% of the queries; validation accuracy still rising): it was under-fitted. 10 epochs
-  fill the 15-minute budget at ``--threads 2`` on this 2-core machine (about 750 images/s).
+  are what the 15-minute budget at ``--threads 2`` on this 2-core machine allows: 12.5 to 14 minutes at the
+  706-799 images/s measured there in the first round (benchmarks/RESULTS.md; not re-measured on a quiet
+  machine since).
 
 **Preset paper** (the defaults before issue 12; their figures are in the README and benchmarks/RESULTS.md):
 
