@@ -34,6 +34,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from _plots import draw_map_vs_bits, draw_pr, pyplot, save
+
 ROOT = Path(__file__).resolve().parent.parent
 SHALLOW = ("lsh", "pcah", "itq")
 COLORS = {"lsh": "#969696", "pcah": "#5aa05a", "itq": "#1e1e1e", "ae-tanh": "#c83c28", "scae": "#285ac8", "contrastive": "#d08000"}
@@ -117,61 +119,34 @@ def table(results, datasets, methods, bits_list) -> str:
     return "\n".join(lines)
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _style(method):
     return {"color": COLORS.get(method, "purple"), "linestyle": "--" if method in SHALLOW else "-", "marker": "o", "markersize": 4}
 
 
 def plot(results, datasets, methods, bits_list, path):
-    """mAP against bits, one panel per dataset (matplotlib)."""
-    plt = _pyplot()
+    """mAP against bits, one panel per dataset."""
+    plt = pyplot()
     dsets = [d for d in datasets if any(r["dataset"] == d for r in results)]
     fig, axes = plt.subplots(1, len(dsets), figsize=(5 * len(dsets), 4), squeeze=False)
     for ax, ds in zip(axes[0], dsets):
-        for m in methods:
-            pts = sorted((r["bits"], r["metrics"]["map"]) for r in results if r["dataset"] == ds and r["method"] == m and r["bits"] in bits_list)
-            if pts:
-                ax.plot(*zip(*pts), label=m, **_style(m))
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(bits_list, [str(b) for b in bits_list])
-        ax.set_xlabel("bits")
-        ax.set_ylabel("mAP (whole ranking)")
-        ax.set_title(f"{ds}: mAP against code length")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        series = [(m, [(r["bits"], r["metrics"]["map"]) for r in results if r["dataset"] == ds and r["method"] == m and r["bits"] in bits_list],
+                   _style(m)) for m in methods]
+        draw_map_vs_bits(ax, series, bits_list, f"{ds}: mAP against code length")
+    save(fig, path)
 
 
 def plot_pr(results, dataset, methods, bits_list, path):
     """Precision against recall of the items within Hamming radius r = 0..bits, one panel per code length."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(bits_list), figsize=(4.5 * len(bits_list), 4), squeeze=False)
     for ax, b in zip(axes[0], bits_list):
+        curves = []
         for m in methods:
             r = next((r for r in results if r["dataset"] == dataset and r["method"] == m and r["bits"] == b and "pr_curve" in r["metrics"]), None)
             if r is not None:
-                pr = r["metrics"]["pr_curve"]
-                ax.plot(pr["recall"], pr["precision"], label=m, **{**_style(m), "markersize": 2})
-        ax.set_xlabel("recall (items within radius r)")
-        ax.set_ylabel("precision")
-        ax.set_title(f"{dataset}, {b} bits")
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+                curves.append((m, r["metrics"]["pr_curve"], {**_style(m), "markersize": 2}))
+        draw_pr(ax, curves, f"{dataset}, {b} bits")
+    save(fig, path)
 
 
 def main(argv=None):

@@ -33,6 +33,8 @@ import sys
 import time
 from pathlib import Path
 
+from _plots import draw_map_vs_bits, draw_pr, pyplot, save
+
 # In the order of the issue's priorities: the targets (32 and 64 bits), semi-supervised 10% at 32, then 16 bits.
 DEFAULT_RUNS = (
     "nin-latent:32", "adalabel:32", "nin-latent:64", "adalabel:64", "adalabel:32:0.1",
@@ -163,56 +165,31 @@ def report(out_dir: Path) -> str:
 
 def plot(out_dir: Path) -> list[Path]:
     """``map_vs_bits.png`` and one ``pr_BITS.png`` per code length, from the JSON files in ``out_dir``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = load_rows(out_dir) if out_dir.is_dir() else []
     written = []
     if not rows:
         return written
-    fig, ax = plt.subplots(figsize=(6, 4))
-    full = {}
+    plt = pyplot()
+    bits_list = sorted({r["bits"] for r in rows})
+    full: dict[str, list] = {}
     for r in rows:
         if r["labeled_fraction"] == 1:
             full.setdefault(_label(r), []).append((r["bits"], r["map"]))
-    for name, pts in full.items():
-        pts.sort()
-        ax.plot([b for b, _ in pts], [m for _, m in pts], marker="o", label=f"{name} (all labels)")
-    for r in rows:
-        if r["labeled_fraction"] < 1:
-            ax.scatter([r["bits"]], [r["map"]], marker="x", s=60, label=f"{_label(r)} ({100 * r['labeled_fraction']:g}% labels)")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(sorted({r["bits"] for r in rows}), [str(b) for b in sorted({r["bits"] for r in rows})])
-    ax.set_xlabel("bits")
-    ax.set_ylabel("mAP (whole ranking, 60,000 database images)")
-    ax.set_title("Fashion-MNIST, supervised hashing")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    draw_map_vs_bits(ax, [(f"{name} (all labels)", pts, {}) for name, pts in full.items()], bits_list,
+                     "Fashion-MNIST, supervised hashing", "mAP (whole ranking, 60,000 database images)",
+                     points=[(f"{_label(r)} ({100 * r['labeled_fraction']:g}% labels)", r["bits"], r["map"])
+                             for r in rows if r["labeled_fraction"] < 1])
     written.append(out_dir / "map_vs_bits.png")
-    fig.savefig(written[-1], dpi=110)
-    plt.close(fig)
-    for bits in sorted({r["bits"] for r in rows}):
+    save(fig, written[-1])
+    for bits in bits_list:
+        curves = [(_label(r) + ("" if r["labeled_fraction"] == 1 else f" ({100 * r['labeled_fraction']:g}% labels)"),
+                   r["metrics"]["pr_curve"], {})
+                  for r in rows if r["bits"] == bits and (r.get("metrics") or {}).get("pr_curve")]
         fig, ax = plt.subplots(figsize=(5, 4))
-        for r in rows:
-            curve = (r.get("metrics") or {}).get("pr_curve")
-            if r["bits"] != bits or not curve:
-                continue
-            suffix = "" if r["labeled_fraction"] == 1 else f" ({100 * r['labeled_fraction']:g}% labels)"
-            ax.plot(curve["recall"], curve["precision"], marker=".", label=_label(r) + suffix)
-        ax.set_xlabel("recall")
-        ax.set_ylabel("precision")
-        ax.set_title(f"{bits} bits: within Hamming radius r = 0..{bits}")
-        ax.set_xlim(0, 1.02)
-        ax.set_ylim(0, 1.02)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
+        draw_pr(ax, curves, f"{bits} bits: within Hamming radius r = 0..{bits}")
         written.append(out_dir / f"pr_{bits}.png")
-        fig.savefig(written[-1], dpi=110)
-        plt.close(fig)
+        save(fig, written[-1])
     return written
 
 

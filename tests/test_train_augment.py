@@ -86,6 +86,7 @@ def test_parse_augment_defaults_and_errors():
     assert parse_augment("shift,hflip,cutout,contrast") == [("shift", 2), ("hflip", 0), ("cutout", 8), ("contrast", 0.5)]
     assert parse_augment("none") == [] and parse_augment(None) == []
     for bad, word in (("cutout:0", "cutout"), ("cutout:x", "cutout"), ("contrast:1.5", "contrast"), ("contrast:a", "contrast"),
-                      ("shift:17", "shift"), ("blur", "unknown")):
+                      ("shift:17", "shift"), ("shift:1.5", "shift takes an integer"), ("hflip:1", "hflip takes no parameter"),
+                      ("blur", "unknown")):
         with pytest.raises(ArgumentError, match=word):
             parse_augment(bad)

@@ -87,8 +87,9 @@ def test_training_learns_the_classes_and_the_checkpoint_rebuilds_it(method, toy_
 
 
 def test_semi_supervised_adalabel_uses_the_unlabeled_images(toy_splits, tmp_path):
+    # The augmentation pinned (the toy shapes sit anywhere): the default's changes must not move this test.
     cfg = TrainConfig(method="adalabel", bits=16, epochs=6, threads=1, quiet=True, labeled_fraction=0.1, batch_size=32,
-                      hparams=dict(TINY, lr=1e-2, labeled_batch=16))
+                      augment="shift:2,hflip", hparams=dict(TINY, lr=1e-2, labeled_batch=16))
     model, meta = train(cfg, toy_splits, tmp_path / "semi.pt")
     last = meta["history"][-1]
     # Confident nearest-codeword pseudo-labels were found and trained on.
@@ -270,7 +271,7 @@ def test_preset_paper_resolves_the_paper_configuration(method, toy_splits, tmp_p
     paper = m.presets["paper"]
     got = resolve_settings(m, TrainConfig(method=method, bits=16, preset="paper"))
     assert got.hparams == {**m.hparams, **paper["hparams"]}
-    assert got.augment == paper["augment"] and got.augment != m.augment
+    assert got.augment == paper["augment"]
     assert got.hparams["backbone"] == "nin" and m.hparams["backbone"] == "cnn"
     # Explicit options win over the preset.
     mine = resolve_settings(m, TrainConfig(method=method, bits=16, preset="paper", augment="none", hparams={"epochs": 1}))
@@ -280,6 +281,22 @@ def test_preset_paper_resolves_the_paper_configuration(method, toy_splits, tmp_p
     model, meta = train(TrainConfig(method=method, bits=8, epochs=1, threads=1, quiet=True, preset="paper", hparams=TINY), toy_splits, tmp_path / "p.pt")
     assert isinstance(model.backbone, NINBackbone)
     assert meta["train_config"]["preset"] == "paper" and meta["train_config"]["augment"] == paper["augment"]
+
+
+def test_semi_supervised_defaults_sit_between_the_defaults_and_the_preset():
+    from hashtool.train.engine import resolve_settings
+
+    m = get_method("adalabel")
+    assert m.semi_hparams and m.semi_hparams["epochs"] != m.hparams["epochs"]
+    full = resolve_settings(m, TrainConfig(method="adalabel", bits=16))
+    semi = resolve_settings(m, TrainConfig(method="adalabel", bits=16, labeled_fraction=0.1))
+    assert full.hparams == m.hparams
+    assert semi.hparams == {**m.hparams, **m.semi_hparams}
+    # A preset and explicit --hp values still win over the semi-supervised defaults.
+    paper = resolve_settings(m, TrainConfig(method="adalabel", bits=16, labeled_fraction=0.1, preset="paper"))
+    assert paper.hparams["epochs"] == m.presets["paper"]["hparams"]["epochs"]
+    mine = resolve_settings(m, TrainConfig(method="adalabel", bits=16, labeled_fraction=0.1, hparams={"epochs": 3}))
+    assert mine.hparams["epochs"] == 3
 
 
 # -- the default networks train, export, and ONNX gives PyTorch's codes --------------------------------------

@@ -40,7 +40,7 @@ from hashtool.codes import binarize, pack
 from hashtool.errors import ArgumentError
 from hashtool.preprocess import Preprocess
 from hashtool.train.methods import Batch
-from hashtool.train.views import VIEW_OPS, apply_view_op, parse_view_op
+from hashtool.train.views import AUGMENT_HELP, AUGMENT_OPS, VIEW_OPS, apply_view_op, parse_augment_op
 
 
 def to_tensor(images: np.ndarray, preprocess: Preprocess, device="cpu") -> torch.Tensor:
@@ -53,45 +53,18 @@ def to_tensor(images: np.ndarray, preprocess: Preprocess, device="cpu") -> torch
     return x.contiguous()
 
 
-AUGMENT_HELP = "use shift[:P], hflip, cutout[:S], contrast[:F], crop[:S], rotate[:D], jitter[:J], erase[:P] or none"
-
-
 def parse_augment(spec: str | None) -> list[tuple[str, float]]:
-    """Parse an augmentation spec such as "shift:2,hflip" into [(name, param)]."""
+    """Parse an augmentation spec such as "shift:2,hflip" into [(name, param)] (each op's parameter by
+    :func:`hashtool.train.views.parse_augment_op`)."""
     if spec is None or spec.strip() in ("", "none"):
         return []
     out = []
     for part in spec.split(","):
         name, _, arg = part.strip().partition(":")
-        if name == "shift":
-            out.append(("shift", _int_arg(spec, name, arg, 2, 0, 16)))
-        elif name == "hflip" and not arg:
-            out.append(("hflip", 0))
-        elif name == "cutout":
-            out.append(("cutout", _int_arg(spec, name, arg, 8, 1, 64)))
-        elif name == "contrast":
-            try:
-                f = float(arg) if arg else 0.5
-            except ValueError:
-                raise ArgumentError(f"--augment {spec!r}: contrast takes a number, as in contrast:0.5") from None
-            if not 0.0 <= f <= 1.0:
-                raise ArgumentError(f"--augment {spec!r}: contrast must be in [0, 1]")
-            out.append(("contrast", f))
-        elif name in VIEW_OPS:  # the contrastive view ops (hashtool.train.views)
-            out.append((name, parse_view_op(spec, name, arg)))
-        else:
+        if name not in AUGMENT_OPS:
             raise ArgumentError(f"--augment {spec!r}: unknown augmentation {part!r}; {AUGMENT_HELP}")
+        out.append((name, parse_augment_op(spec, name, arg)))
     return out
-
-
-def _int_arg(spec: str, name: str, arg: str, default: int, lo: int, hi: int) -> int:
-    try:
-        p = int(arg) if arg else default
-    except ValueError:
-        raise ArgumentError(f"--augment {spec!r}: {name} takes an integer, as in {name}:{default}") from None
-    if not lo <= p <= hi:
-        raise ArgumentError(f"--augment {spec!r}: {name} must be in [{lo}, {hi}]")
-    return p
 
 
 def shift_images(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, p: int, fill: torch.Tensor) -> torch.Tensor:

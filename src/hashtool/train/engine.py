@@ -11,7 +11,8 @@ Validation after each epoch: the mean loss over the validation split (eval mode,
 is labeled, ``val_map``: mAP over the whole ranking with up to 1,000 validation images as queries against the
 remaining validation images.
 
-Settings: the method's defaults, then its ``--preset`` (:attr:`Method.presets`), then the explicit options
+Settings: the method's defaults, then its semi-supervised defaults when ``--labeled-fraction`` < 1
+(:attr:`Method.semi_hparams`), then its ``--preset`` (:attr:`Method.presets`), then the explicit options
 (:func:`resolve_settings`). The parts of a run, in order: :func:`prepare_run` (settings, data on the device,
 model), then per phase ``_train_phase`` (optimiser, hooks), whose epochs are ``_train_epoch`` (the steps),
 ``_validate``, ``_offer`` (the selection rule) and ``_save_progress`` (the resumable checkpoint), and
@@ -128,10 +129,13 @@ def _val_map(real: np.ndarray, labels: np.ndarray, rule: str) -> float | None:
     return float(m["map"])
 
 
-def resolve_hparams(method: Method, overrides: dict, preset: str | None = None) -> dict:
-    """The method's hyper-parameters, then the preset's (``--preset``), then ``--hp key=value`` overrides, each
-    cast to its default's type."""
+def resolve_hparams(method: Method, overrides: dict, preset: str | None = None, semi: bool = False) -> dict:
+    """The method's hyper-parameters, then its semi-supervised ones when ``semi`` (:attr:`Method.semi_hparams`,
+    for runs with ``--labeled-fraction`` < 1), then the preset's (``--preset``), then ``--hp key=value``
+    overrides, each cast to its default's type."""
     hp = dict(method.hparams)
+    if semi:
+        hp.update(method.semi_hparams)
     hp.update(_preset(method, preset).get("hparams", {}))
     for k, v in overrides.items():
         if k not in hp:
@@ -161,9 +165,10 @@ class RunSettings:
 
 
 def resolve_settings(method: Method, cfg: TrainConfig) -> RunSettings:
-    """Method defaults < preset < explicit options (``cfg``), validated."""
+    """Method defaults < semi-supervised defaults (``--labeled-fraction`` < 1) < preset < explicit options
+    (``cfg``), validated."""
     preset = _preset(method, cfg.preset)
-    hp = resolve_hparams(method, cfg.hparams, cfg.preset)
+    hp = resolve_hparams(method, cfg.hparams, cfg.preset, semi=cfg.labeled_fraction < 1.0)
     select = cfg.select or preset.get("select", method.select)
     if select not in SELECT_RULES:
         raise ArgumentError(f"--select must be one of {SELECT_RULES}, got {select!r}")

@@ -1,6 +1,8 @@
 """The view ops of the contrastive methods, as torch batch ops: random resized crops, rotations, brightness and
 contrast jitter, random erasing. They are part of the ``--augment`` language of :mod:`hashtool.train.data`
 (``crop:S``, ``rotate:D``, ``jitter:J``, ``erase:P``; described there) and work on normalised NCHW batches.
+The whole language's table of ops (:data:`AUGMENT_OPS`: default, range, example) and the one parser of an op's
+parameter (:func:`parse_augment_op`) live here too, so every op is checked by the same rule.
 
 Every op draws its random parameters for the whole batch from the given ``torch.Generator`` (on the CPU, so a
 seeded generator gives the same views on any device), then applies them in one batched call; the drawing and
@@ -25,18 +27,35 @@ VIEW_OPS = {
     "jitter": (0.4, 0.0, 0.9, "jitter:0.4"),
     "erase": (0.5, 0.0, 1.0, "erase:0.5"),
 }
+# Every op of the --augment language (the others are applied by hashtool.train.data.augment_batch), same
+# layout; an int default means an integer parameter, None an op without one.
+AUGMENT_OPS = {
+    "shift": (2, 0, 16, "shift:2"),
+    "hflip": (None, None, None, "hflip"),
+    "cutout": (8, 1, 64, "cutout:8"),
+    "contrast": (0.5, 0.0, 1.0, "contrast:0.5"),
+    **VIEW_OPS,
+}
+AUGMENT_HELP = "use " + ", ".join(n if d is None else f"{n}[:{ex.partition(':')[2]}]" for n, (d, _, _, ex) in AUGMENT_OPS.items()) + " or none"
 CROP_RATIO = (3 / 4, 4 / 3)
 ERASE_AREA = (0.02, 0.25)
 ERASE_RATIO = (0.3, 3.3)
 
 
-def parse_view_op(spec: str, name: str, arg: str) -> float:
-    """The parameter of view op ``name`` written ``arg`` (empty: the default), validated against its range."""
-    default, lo, hi, example = VIEW_OPS[name]
+def parse_augment_op(spec: str, name: str, arg: str) -> float | int:
+    """The parameter of ``--augment`` op ``name`` (a key of :data:`AUGMENT_OPS`) written ``arg`` (empty: the
+    default; 0 for an op without a parameter), validated against its type and range. ``spec`` is the whole
+    ``--augment`` value, for the message."""
+    default, lo, hi, example = AUGMENT_OPS[name]
+    if default is None:
+        if arg:
+            raise ArgumentError(f"--augment {spec!r}: {name} takes no parameter, as in {example}")
+        return 0
+    kind, what = (int, "an integer") if isinstance(default, int) else (float, "a number")
     try:
-        value = float(arg) if arg else default
+        value = kind(arg) if arg else default
     except ValueError:
-        raise ArgumentError(f"--augment {spec!r}: {name} takes a number, as in {example}") from None
+        raise ArgumentError(f"--augment {spec!r}: {name} takes {what}, as in {example}") from None
     if not lo <= value <= hi:
         raise ArgumentError(f"--augment {spec!r}: {name} must be in [{lo:g}, {hi:g}], got {value:g}")
     return value

@@ -42,7 +42,9 @@ How to add a method (one module in this package, imported at the bottom of this 
 3. The :class:`Method` record, registered with :func:`register_method`: ``name`` (also the model name),
    ``loss``, ``phases(hp) -> list[Phase]`` (the default schedule: epochs, learning rates, which parameters
    train in each phase), ``hparams`` (defaults), ``make_config(bits, in_channels, height, width, hp)``,
-   ``supervised`` (needs labels), ``semi_supervised`` (accepts ``--labeled-fraction`` < 1),
+   ``supervised`` (needs labels), ``semi_supervised`` (accepts ``--labeled-fraction`` < 1), ``semi_hparams``
+   (hyper-parameters that replace the defaults in such runs, below a preset and ``--hp``: a semi-supervised
+   step costs more, so its schedule may differ),
    ``augment`` (default augmentation, see :mod:`hashtool.train.data`), ``batch_size``, ``epoch_images``
    (images per epoch, a seeded sample that cycles permutations when the split is smaller; None: one pass,
    so a schedule can be the same amount of work on a 4,000- and a 55,000-image set), ``select`` ("last",
@@ -164,6 +166,7 @@ class Method:
     on_epoch_end: Callable | None = None
     summary: str = ""
     presets: dict = field(default_factory=dict)  # name -> {"hparams": {...}, "augment": ..., "batch_size": ...}
+    semi_hparams: dict = field(default_factory=dict)  # hparams over the defaults when --labeled-fraction < 1
     fit: Callable | None = None  # a method with its own procedure: fit(TrainConfig, folder, out_path, quiet) -> (model, meta)
 
 
