@@ -57,8 +57,12 @@ class LazyModule:
 
     def __init__(self, name: str):
         self._name = name
+        self._module = None
 
     def __getattr__(self, attr):
-        import importlib
+        module = self._module
+        if module is None:  # once: a search pays for one attribute lookup, not for an import call
+            import importlib
 
-        return getattr(importlib.import_module(self._name), attr)
+            module = self._module = importlib.import_module(self._name)
+        return getattr(module, attr)

@@ -52,9 +52,11 @@ def flat_knn(words, nw, nbits, n, q, k, threads, engine="numba"):
     plan = scan_plan(nq, n, nw, threads, engine)
     if plan == "numpy":
         return _numpy_scan.knn(words, nw, nbits, n, q, k)
-    out_d = np.full((nq, k), -1, dtype=np.int32)
-    out_p = np.full((nq, k), -1, dtype=np.int64)
-    out_n = np.zeros(nq, dtype=np.int64)
+    if plan == "empty":
+        return np.full((nq, k), -1, dtype=np.int32), np.full((nq, k), -1, dtype=np.int64)
+    out_d = np.empty((nq, k), dtype=np.int32)  # every row is written whole (-1 past the stored codes)
+    out_p = np.empty((nq, k), dtype=np.int64)
+    out_n = np.empty(nq, dtype=np.int64)
     if plan == "queries":
         tasks = [(words, nw, nbits, q, qa, qb, 0, n, k, out_d, out_p, out_n) for qa, qb in _pool.split(nq, threads)]
         _pool.run(threads, K.knn_scan, tasks)
@@ -63,7 +65,7 @@ def flat_knn(words, nw, nbits, n, q, k, threads, engine="numba"):
         nchunks = len(chunks)
         cd = np.empty((nchunks, nq, k), dtype=np.int32)
         cp = np.empty((nchunks, nq, k), dtype=np.int64)
-        cn = np.zeros((nchunks, nq), dtype=np.int64)
+        cn = np.empty((nchunks, nq), dtype=np.int64)
         tasks = [(words, nw, nbits, q, 0, nq, pa, pb, k, cd[c], cp[c], cn[c]) for c, (pa, pb) in enumerate(chunks)]
         _pool.run(threads, K.knn_scan, tasks)
         K.knn_merge(cd, cp, cn, k, nbits, out_d, out_p, out_n)
