@@ -160,3 +160,28 @@ def test_searches_take_the_planned_path(engine):
                 index.search(db[:nq], 5)
                 ran = "numpy" if np_knn.called else "database" if merge.called else "queries" if scan.called else "?"
             assert ran == flat_module.scan_plan(nq, len(db), 1, 2, engine)
+
+
+@pytest.mark.skipif(NOJIT, reason="compiled specialisations exist only with the JIT")
+def test_every_kernel_compiles_once():
+    """Python ints, numpy ints, every code length, both splits, k-NN and range: one specialisation each
+    (no literal arguments, no per-width variants), so a process compiles or loads each kernel once."""
+    from numba.core.registry import CPUDispatcher
+
+    from hashtool.hashindex import _flat_kernels as K
+
+    rng = np.random.default_rng(2)
+    for nbits in (64, 128, 200, 256):
+        db = rng.integers(0, 256, (9000, nbits // 8), dtype=np.uint8)
+        for threads in (1, 2):
+            index = FlatIndex(nbits, threads=threads)
+            index.add(db)
+            for nq in (1, 3, 150):
+                index.search(db[:nq], 5)
+                index.search(db[:nq], np.int32(7))
+                index.range_search(db[:nq], np.int64(3))
+    kernels = {name: f for name, f in vars(K).items() if isinstance(f, CPUDispatcher)}
+    used = {name: len(f.signatures) for name, f in kernels.items() if f.signatures}
+    assert {"knn_scan", "knn_merge", "range_scan"} <= set(used)  # the entry points (the rest, when loaded
+    # from the on-disk cache, come inside their callers' machine code)
+    assert all(count == 1 for count in used.values()), used

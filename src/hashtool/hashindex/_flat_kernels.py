@@ -5,21 +5,28 @@ Layout. The database is one contiguous 1-D uint64 array ``words`` of ``n * nw`` 
 row's *position* orders ties exactly like its *id* does: every kernel here works on positions and the
 result order is (distance, position) == (distance, id).
 
-Distances. :func:`block_distances` fills a small int32 buffer with the distances of one query to a block of
-rows; the loop over rows is branch-free and has special cases for 1, 2 and 4 words so LLVM vectorises it
-(the ``popcount`` intrinsic becomes ``popcnt``/``vpopcntq``). Tiling: a block of ``BLOCK_WORDS`` words
-(16 KiB, L1-resident) is reused by every query of a tile of ``TILE_Q`` queries before moving on.
-
-Hits. Once a query's threshold is tight, almost no block holds a row below it, and a block costs one
-vectorised count (:func:`block_count_below`). A block that does hold some is searched in sub-blocks of
-``SUB_ROWS`` rows, counted the same way, and only sub-blocks with a hit are walked row by row.
+k-NN scan (:func:`knn_tile`). A tile of ``TILE_Q`` queries walks the database block by block
+(``BLOCK_WORDS`` words, 16 KiB, L1-resident), and every block is read by the whole tile before moving on.
+Within a block, the queries go in groups of ``QB = 4`` (register blocking): :func:`block_hits` loads each
+database word once, compares it with the four queries, and says for every chunk of ``CHUNK_WORDS`` words
+whether it holds a row closer than each query's threshold, in one branch-free loop that LLVM vectorises
+(on AVX2 the ``popcount`` intrinsic becomes the ``vpshufb`` nibble lookup plus ``vpsadbw``; with AVX-512
+VPOPCNTDQ, ``vpopcntq``). It stores nothing per row: ``(d - th)`` in uint64 has its top bit set exactly
+when ``d < th``, and the OR of those over a chunk is the answer. Once a query's threshold is tight almost
+no chunk holds a hit, so that loop is nearly all the work; a chunk that does is handed, for that query
+only, to :func:`take_hits`, which computes its distances (:func:`block_distances`) and walks them.
 
 Selection by counting (no heap). Distances are integers in ``[0, nbits]``. Each query keeps a buffer of
-candidates in scan (= position) order and a threshold ``thr``: a row is appended only if ``d < thr``.
-When the buffer is full, a ``nbits + 1`` bin histogram gives the k-th smallest distance ``t``; the buffer
-keeps every row with ``d < t`` and the first (smallest-position) rows with ``d == t`` up to ``k`` in all,
-and ``thr`` becomes ``t`` (a later row at distance ``t`` has a larger position, so it can never win a tie).
-The final answer is a stable counting sort by distance, which yields the (distance, position) order.
+candidates in scan (= position) order and a threshold ``th``: a row is admitted only if ``d < th``. After
+every admission ``th`` becomes the exact k-th smallest distance admitted so far (a ``nbits + 2`` bin
+histogram of the admitted distances and a running count make that a few operations); a later row at
+distance ``th`` has a larger position than the k-th one, so it can never win the tie. A full buffer keeps
+the rows below ``th`` and the first ones at ``th``, k in all. The final answer is a stable counting sort by
+distance (:func:`emit`), which yields the (distance, position) order. The flags of a block are computed
+with the thresholds of its start; :func:`take_hits` re-checks each row with the current one.
+
+Range search (:func:`range_scan`) counts a block per query (:func:`block_count_below`) and computes the
+distances of the blocks that hold matches.
 
 Parallelism. The kernels are serial and release the GIL (``nogil=True``); :mod:`hashtool.hashindex._pool`
 runs them on Python threads. Many queries: each thread takes a share of the queries. Few queries: each
