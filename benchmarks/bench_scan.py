@@ -144,7 +144,7 @@ def scan_asm() -> dict:
     fresh = njit(nogil=True)(K.block_hits.py_func)
     fresh.compile(sig)
     asm = fresh.inspect_asm(sig)
-    return {name: len(re.findall(rf"\b{name}\b", asm)) for name in ("vpshufb", "vpsadbw", "popcntq", "vpopcntq")}
+    return {name: len(re.findall(rf"\b{name}\b", asm)) for name in ("vpshufb", "vpsadbw", "vpminub", "popcntq", "vpopcntq")}
 
 
 def markdown(rows, stamp) -> str:

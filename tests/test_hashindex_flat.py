@@ -185,3 +185,50 @@ def test_every_kernel_compiles_once():
     assert {"knn_scan", "knn_merge", "range_scan"} <= set(used)  # the entry points (the rest, when loaded
     # from the on-disk cache, come inside their callers' machine code)
     assert all(count == 1 for count in used.values()), used
+
+
+@pytest.mark.skipif(NOJIT, reason="the compiled loop (AVX2 IR where the CPU has it)")
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(0, 40), st.integers(0, 700))
+def test_min_popcount4_equals_numpy(seed, start, count):
+    from numba import njit
+
+    from hashtool.hashindex._popcount import min_popcount4
+
+    call = njit(lambda w, s, c, a: min_popcount4(w, s, c, a[0], a[1], a[2], a[3]))
+    rng = np.random.default_rng(seed)
+    count -= count % 4
+    words = rng.integers(0, 2**64, start + count + 5, dtype=np.uint64)
+    a = rng.integers(0, 2**64, 4, dtype=np.uint64)
+    if count:
+        a[1] = words[start + count - 1]  # distance 0, at the last word of the range
+    got = call(words, start, count, a)
+    want = [int(np.bitwise_count(words[start:start + count] ^ a[j]).min()) if count else 255 for j in range(4)]
+    assert [(got >> (8 * j)) & 255 for j in range(4)] == want
+
+
+@pytest.mark.skipif(NOJIT, reason="compiles the kernels for a generic CPU in a subprocess")
+def test_the_portable_loop_on_a_cpu_without_avx2(tmp_path):
+    """NUMBA_CPU_NAME=generic: no AVX2 IR, the plain loop; the answers stay the naive ones."""
+    rng = np.random.default_rng(4)
+    db = rng.integers(0, 256, (3000, 8), dtype=np.uint8)
+    db[100:140] = db[7]  # ties
+    q = np.concatenate([db[[7, 2999]], rng.integers(0, 256, (5, 8), dtype=np.uint8)])
+    np.save(tmp_path / "db.npy", db)
+    np.save(tmp_path / "q.npy", q)
+    code = textwrap.dedent(f"""
+        import json
+        import numpy as np
+        from hashtool.hashindex import FlatIndex, _popcount
+        index = FlatIndex(64, threads=1)
+        index.add(np.load({str(tmp_path / "db.npy")!r}))
+        d, i = index.search(np.load({str(tmp_path / "q.npy")!r}), 50)
+        print(json.dumps([_popcount.HAVE_AVX2, d.tolist(), i.tolist()]))
+    """)
+    env = {**os.environ, "NUMBA_CPU_NAME": "generic", "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr
+    avx2, d, i = json.loads(res.stdout.strip().splitlines()[-1])
+    want_d, want_i = knn_search(q, db, np.arange(len(db)), 50)
+    assert avx2 is False
+    assert d == want_d.tolist() and i == want_i.tolist()
