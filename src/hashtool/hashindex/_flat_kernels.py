@@ -5,21 +5,28 @@ Layout. The database is one contiguous 1-D uint64 array ``words`` of ``n * nw`` 
 row's *position* orders ties exactly like its *id* does: every kernel here works on positions and the
 result order is (distance, position) == (distance, id).
 
-Distances. :func:`block_distances` fills a small int32 buffer with the distances of one query to a block of
-rows; the loop over rows is branch-free and has special cases for 1, 2 and 4 words so LLVM vectorises it
-(the ``popcount`` intrinsic becomes ``popcnt``/``vpopcntq``). Tiling: a block of ``BLOCK_WORDS`` words
-(16 KiB, L1-resident) is reused by every query of a tile of ``TILE_Q`` queries before moving on.
-
-Hits. Once a query's threshold is tight, almost no block holds a row below it, and a block costs one
-vectorised count (:func:`block_count_below`). A block that does hold some is searched in sub-blocks of
-``SUB_ROWS`` rows, counted the same way, and only sub-blocks with a hit are walked row by row.
+k-NN scan (:func:`knn_tile`). A tile of ``TILE_Q`` queries walks the database block by block
+(``BLOCK_WORDS`` words, 16 KiB, L1-resident), and every block is read by the whole tile before moving on.
+Within a block, the queries go in groups of ``QB = 4`` (register blocking): :func:`block_hits` loads each
+database word once, compares it with the four queries, and says for every chunk of ``CHUNK_WORDS`` words
+whether it holds a row closer than each query's threshold, in one branch-free loop that LLVM vectorises
+(on AVX2 the ``popcount`` intrinsic becomes the ``vpshufb`` nibble lookup plus ``vpsadbw``; with AVX-512
+VPOPCNTDQ, ``vpopcntq``). It stores nothing per row: ``(d - th)`` in uint64 has its top bit set exactly
+when ``d < th``, and the OR of those over a chunk is the answer. Once a query's threshold is tight almost
+no chunk holds a hit, so that loop is nearly all the work; a chunk that does is handed, for that query
+only, to :func:`take_hits`, which computes its distances (:func:`block_distances`) and walks them.
 
 Selection by counting (no heap). Distances are integers in ``[0, nbits]``. Each query keeps a buffer of
-candidates in scan (= position) order and a threshold ``thr``: a row is appended only if ``d < thr``.
-When the buffer is full, a ``nbits + 1`` bin histogram gives the k-th smallest distance ``t``; the buffer
-keeps every row with ``d < t`` and the first (smallest-position) rows with ``d == t`` up to ``k`` in all,
-and ``thr`` becomes ``t`` (a later row at distance ``t`` has a larger position, so it can never win a tie).
-The final answer is a stable counting sort by distance, which yields the (distance, position) order.
+candidates in scan (= position) order and a threshold ``th``: a row is admitted only if ``d < th``. After
+every admission ``th`` becomes the exact k-th smallest distance admitted so far (a ``nbits + 2`` bin
+histogram of the admitted distances and a running count make that a few operations); a later row at
+distance ``th`` has a larger position than the k-th one, so it can never win the tie. A full buffer keeps
+the rows below ``th`` and the first ones at ``th``, k in all. The final answer is a stable counting sort by
+distance (:func:`emit`), which yields the (distance, position) order. The flags of a block are computed
+with the thresholds of its start; :func:`take_hits` re-checks each row with the current one.
+
+Range search (:func:`range_scan`) counts a block per query (:func:`block_count_below`) and computes the
+distances of the blocks that hold matches.
 
 Parallelism. The kernels are serial and release the GIL (``nogil=True``); :mod:`hashtool.hashindex._pool`
 runs them on Python threads. Many queries: each thread takes a share of the queries. Few queries: each
@@ -36,11 +43,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from hashtool.hashindex._popcount import popcount
+from hashtool.hashindex._popcount import min_popcount4, popcount
 
 TILE_Q = 64
 BLOCK_WORDS = 2048
-SUB_ROWS = 64
+CHUNK_WORDS = 256
+QB = 4
 
 
 @njit(cache=True, nogil=True)
@@ -201,44 +209,180 @@ def emit(bd, bp, cnt, k, hist, out_d, out_p):
 
 
 @njit(cache=True, nogil=True)
+def block_hits(words, nw, p0, p1, a, th, gn, flags):
+    """Which chunks of rows p0..p1-1 hold a row closer than th[j] to query j (``a[j*nw:(j+1)*nw]``), j < QB.
+
+    ``flags[c * QB + j]`` is 1 when chunk ``c`` (``CHUNK_WORDS`` words) holds one, else 0. Register
+    blocking: every loaded database word is compared with the QB = 4 queries, whose words and thresholds
+    stay in registers, in one branch-free vectorised loop per chunk; ``(d - th)`` in uint64 has its top
+    bit set exactly when ``d < th``, so OR-ing them says whether any row is below. A slot with
+    ``th[j] = 0`` flags nothing (the tail of a tile); ``gn = 1`` (one query) runs a one-lane loop, so a
+    single query pays for itself only. Code lengths other than 1, 2 and 4 words are counted query by query.
+    """
+    m = p1 - p0
+    chunk = max(1, CHUNK_WORDS // nw)
+    s63 = np.uint64(63)
+    t0 = np.uint64(th[0])
+    t1 = np.uint64(th[1])
+    t2 = np.uint64(th[2])
+    t3 = np.uint64(th[3])
+    for c in range((m + chunk - 1) // chunk):
+        r0 = p0 + c * chunk
+        r1 = min(r0 + chunk, p1)
+        x = words[r0 * nw:r1 * nw]
+        mc = r1 - r0
+        c0 = np.uint64(0)
+        c1 = np.uint64(0)
+        c2 = np.uint64(0)
+        c3 = np.uint64(0)
+        if gn == 1 and nw == 1:
+            a0 = a[0]
+            for i in range(mc):
+                c0 |= np.uint64(popcount(x[i] ^ a0)) - t0
+        elif gn == 1 and nw == 2:
+            a0, b0 = a[0], a[1]
+            for i in range(mc):
+                c0 |= np.uint64(popcount(x[2 * i] ^ a0) + popcount(x[2 * i + 1] ^ b0)) - t0
+        elif gn == 1 and nw == 4:
+            a0, b0, e0, f0 = a[0], a[1], a[2], a[3]
+            for i in range(mc):
+                d = popcount(x[4 * i] ^ a0) + popcount(x[4 * i + 1] ^ b0)
+                c0 |= np.uint64(d + popcount(x[4 * i + 2] ^ e0) + popcount(x[4 * i + 3] ^ f0)) - t0
+        elif nw == 1:
+            a0, a1, a2, a3 = a[0], a[1], a[2], a[3]
+            whole = mc - mc % 4
+            mins = min_popcount4(words, r0, whole, a0, a1, a2, a3)  # 4 rows at a time (AVX2 where present)
+            c0 = np.uint64(mins & 255) - t0
+            c1 = np.uint64((mins >> 8) & 255) - t1
+            c2 = np.uint64((mins >> 16) & 255) - t2
+            c3 = np.uint64((mins >> 24) & 255) - t3
+            for i in range(whole, mc):
+                v = x[i]
+                c0 |= np.uint64(popcount(v ^ a0)) - t0
+                c1 |= np.uint64(popcount(v ^ a1)) - t1
+                c2 |= np.uint64(popcount(v ^ a2)) - t2
+                c3 |= np.uint64(popcount(v ^ a3)) - t3
+        elif nw == 2:
+            a0, b0, a1, b1, a2, b2, a3, b3 = a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]
+            for i in range(mc):
+                v = x[2 * i]
+                w = x[2 * i + 1]
+                c0 |= np.uint64(popcount(v ^ a0) + popcount(w ^ b0)) - t0
+                c1 |= np.uint64(popcount(v ^ a1) + popcount(w ^ b1)) - t1
+                c2 |= np.uint64(popcount(v ^ a2) + popcount(w ^ b2)) - t2
+                c3 |= np.uint64(popcount(v ^ a3) + popcount(w ^ b3)) - t3
+        elif nw == 4:
+            a0, b0, e0, f0 = a[0], a[1], a[2], a[3]
+            a1, b1, e1, f1 = a[4], a[5], a[6], a[7]
+            a2, b2, e2, f2 = a[8], a[9], a[10], a[11]
+            a3, b3, e3, f3 = a[12], a[13], a[14], a[15]
+            for i in range(mc):
+                v = x[4 * i]
+                w = x[4 * i + 1]
+                y = x[4 * i + 2]
+                z = x[4 * i + 3]
+                c0 |= np.uint64(popcount(v ^ a0) + popcount(w ^ b0) + popcount(y ^ e0) + popcount(z ^ f0)) - t0
+                c1 |= np.uint64(popcount(v ^ a1) + popcount(w ^ b1) + popcount(y ^ e1) + popcount(z ^ f1)) - t1
+                c2 |= np.uint64(popcount(v ^ a2) + popcount(w ^ b2) + popcount(y ^ e2) + popcount(z ^ f2)) - t2
+                c3 |= np.uint64(popcount(v ^ a3) + popcount(w ^ b3) + popcount(y ^ e3) + popcount(z ^ f3)) - t3
+        else:
+            for j in range(QB):
+                hit = th[j] > 0 and block_count_below(words, nw, r0, r1, a, j * nw, th[j]) > 0
+                flags[c * QB + j] = 1 if hit else 0
+            continue
+        flags[c * QB] = np.int64(c0 >> s63)
+        flags[c * QB + 1] = np.int64(c1 >> s63)
+        flags[c * QB + 2] = np.int64(c2 >> s63)
+        flags[c * QB + 3] = np.int64(c3 >> s63)
+
+
+@njit(cache=True, nogil=True)
+def take_hits(words, nw, s0, s1, q, qo, k, dist, bd, bp, hist, st):
+    """Append the rows s0..s1-1 closer than the query's threshold to its candidates (scan order).
+
+    ``st`` = (count, threshold, live). The threshold is the k-th smallest distance admitted so far,
+    kept exact after every admission from ``hist`` (admitted distances per bin; ``live`` = how many are
+    <= threshold): a row at the threshold itself comes later than the k-th one, so it can never win the
+    tie. A full buffer is compacted to the k best.
+    """
+    block_distances(words, nw, s0, s1, q, qo, dist)
+    c = st[0]
+    th = st[1]
+    live = st[2]
+    cap = bd.shape[0]
+    for i in range(s1 - s0):
+        d = dist[i]
+        if d < th:
+            bd[c] = d
+            bp[c] = s0 + i
+            c += 1
+            hist[d] += 1
+            live += 1
+            while live - hist[th] >= k:
+                live -= hist[th]
+                th -= 1
+            if c == cap:
+                # live >= k here (cap > k candidates, none dropped while the threshold was open):
+                # keep every row below th and the first k - below at th, in position order
+                need = k - (live - hist[th])
+                j = 0
+                for r in range(c):
+                    e = bd[r]
+                    if e < th or (e == th and need > 0):
+                        if e == th:
+                            need -= 1
+                        bd[j] = e
+                        bp[j] = bp[r]
+                        j += 1
+                hist[th] -= live - k  # the ties at th beyond the k best are gone
+                live = k
+                c = j
+    st[0] = c
+    st[1] = th
+    st[2] = live
+
+
+@njit(cache=True, nogil=True)
 def knn_tile(words, nw, nbits, q, qa, qb, pa, pb, k, out_d, out_p, out_n):
-    """Top k of rows pa..pb-1 for the tile of queries qa..qb-1 (rows qa..qb-1 of out_d/out_p/out_n)."""
+    """Top k of rows pa..pb-1 for the tile of queries qa..qb-1 (rows qa..qb-1 of out_d/out_p/out_n).
+
+    The database is read block by block (L1-sized); within a block, each group of QB queries is counted
+    chunk by chunk (:func:`chunk_counts`), and only a chunk that holds a row below a query's threshold
+    is looked at row by row, for that query (:func:`take_hits`).
+    """
     nt = qb - qa
     cap = 2 * k + 32
     bd = np.empty((nt, cap), np.int32)
     bp = np.empty((nt, cap), np.int64)
-    cnt = np.zeros(nt, np.int64)
-    thr = np.full(nt, nbits + 1, np.int64)
-    hist = np.empty(nbits + 1, np.int64)
+    hist = np.zeros((nt, nbits + 2), np.int64)
+    st = np.zeros((nt, 3), np.int64)  # count, threshold, live
+    for t in range(nt):
+        st[t, 1] = nbits + 1
     block = max(1, BLOCK_WORDS // nw)
-    dist = np.empty(SUB_ROWS, np.int32)
+    chunk = max(1, CHUNK_WORDS // nw)
+    dist = np.empty(chunk, np.int32)
+    a = np.zeros(QB * nw, np.uint64)
+    th = np.zeros(QB, np.int64)
+    flags = np.zeros(QB * ((block + chunk - 1) // chunk), np.int64)
     for p0 in range(pa, pb, block):
         p1 = min(p0 + block, pb)
-        for t in range(nt):
-            th = thr[t]
-            qo = (qa + t) * nw
-            if block_count_below(words, nw, p0, p1, q, qo, th) == 0:
-                continue
-            # a block with hits: find them sub-block by sub-block, so the row-by-row loop runs only over
-            # the SUB_ROWS rows around each hit (the threshold tightens as hits come in)
-            c = cnt[t]
-            for s0 in range(p0, p1, SUB_ROWS):
-                s1 = min(s0 + SUB_ROWS, p1)
-                if block_count_below(words, nw, s0, s1, q, qo, th) == 0:
-                    continue
-                block_distances(words, nw, s0, s1, q, qo, dist)
-                for i in range(s1 - s0):
-                    d = dist[i]
-                    if d < th:
-                        bd[t, c] = d
-                        bp[t, c] = s0 + i
-                        c += 1
-                        if c == cap:
-                            c, th = compact(bd[t], bp[t], c, k, hist)
-            cnt[t] = c
-            thr[t] = th
+        for g in range(0, nt, QB):
+            gn = min(QB, nt - g)
+            for w in range(gn * nw):
+                a[w] = q[(qa + g) * nw + w]
+            for j in range(QB):
+                th[j] = st[g + j, 1] if j < gn else 0
+            block_hits(words, nw, p0, p1, a, th, gn, flags)
+            # the flags used the thresholds of the block's start: take_hits re-checks with the current one
+            for c in range((p1 - p0 + chunk - 1) // chunk):
+                for j in range(gn):
+                    if flags[c * QB + j]:
+                        t = g + j
+                        s0 = p0 + c * chunk
+                        s1 = min(s0 + chunk, p1)
+                        take_hits(words, nw, s0, s1, q, (qa + t) * nw, k, dist, bd[t], bp[t], hist[t], st[t])
     for t in range(nt):
-        out_n[qa + t] = emit(bd[t], bp[t], cnt[t], k, hist, out_d[qa + t], out_p[qa + t])
+        out_n[qa + t] = emit(bd[t], bp[t], st[t, 0], k, hist[t], out_d[qa + t], out_p[qa + t])
 
 
 @njit(cache=True, nogil=True)

@@ -17,35 +17,55 @@ from hashtool.hashindex._base import BaseIndex
 # thread: one query, or a handful, must still keep every core busy.
 _TILES_PER_THREAD = 2
 _MIN_CHUNK_ROWS = 4096
+PLANS = ("empty", "numpy", "queries", "database")
 
 
-def _by_queries(nq: int, n: int, threads: int) -> bool:
+def scan_plan(nq: int, n: int, nw: int, threads: int, engine: str = "numba") -> str:
+    """How a scan of ``nq`` queries against ``n`` codes of ``nw`` words runs, from those inputs alone.
+
+    ``"empty"``: nothing to scan; ``"numpy"``: the numpy scan (``engine="numpy"`` and a small call, see
+    :func:`hashtool.hashindex._numpy_scan.use_numpy`); ``"queries"``: the kernels, each thread taking a
+    share of the queries; ``"database"``: the kernels, each thread taking a range of the database (few
+    queries: one query still keeps every core busy), then a merge. No process-wide state takes part, so
+    the same call takes the same path in every process and thread.
+    """
+    if nq == 0 or n == 0:
+        return "empty"
+    if _numpy_scan.use_numpy(engine, nq, n, nw):
+        return "numpy"
     ntiles = (nq + K.TILE_Q - 1) // K.TILE_Q
-    return threads == 1 or ntiles >= _TILES_PER_THREAD * threads or n < 2 * _MIN_CHUNK_ROWS
+    if threads == 1 or ntiles >= _TILES_PER_THREAD * threads or n < 2 * _MIN_CHUNK_ROWS:
+        return "queries"
+    return "database"
+
+
+def _db_chunks(n: int, threads: int) -> list[tuple[int, int]]:
+    return _pool.split(n, min(threads, n // _MIN_CHUNK_ROWS))
 
 
 def flat_knn(words, nw, nbits, n, q, k, threads, engine="numba"):
     """k-NN by exhaustive scan over positions; returns (distances int32 (nq,k), positions int64 (nq,k)).
 
-    ``engine`` picks numpy or the kernels as :func:`hashtool.hashindex._numpy_scan.use_numpy` says.
+    The path is :func:`scan_plan`'s.
     """
     nq = q.shape[0] // nw
-    out_d = np.full((nq, k), -1, dtype=np.int32)
-    out_p = np.full((nq, k), -1, dtype=np.int64)
-    if nq == 0 or n == 0:
-        return out_d, out_p
-    if _numpy_scan.use_numpy(engine, nq, n, nw):
+    plan = scan_plan(nq, n, nw, threads, engine)
+    if plan == "numpy":
         return _numpy_scan.knn(words, nw, nbits, n, q, k)
-    out_n = np.zeros(nq, dtype=np.int64)
-    if _by_queries(nq, n, threads):
+    if plan == "empty":
+        return np.full((nq, k), -1, dtype=np.int32), np.full((nq, k), -1, dtype=np.int64)
+    out_d = np.empty((nq, k), dtype=np.int32)  # every row is written whole (-1 past the stored codes)
+    out_p = np.empty((nq, k), dtype=np.int64)
+    out_n = np.empty(nq, dtype=np.int64)
+    if plan == "queries":
         tasks = [(words, nw, nbits, q, qa, qb, 0, n, k, out_d, out_p, out_n) for qa, qb in _pool.split(nq, threads)]
         _pool.run(threads, K.knn_scan, tasks)
-    else:
-        chunks = _pool.split(n, min(threads, n // _MIN_CHUNK_ROWS))
+    elif plan == "database":
+        chunks = _db_chunks(n, threads)
         nchunks = len(chunks)
         cd = np.empty((nchunks, nq, k), dtype=np.int32)
         cp = np.empty((nchunks, nq, k), dtype=np.int64)
-        cn = np.zeros((nchunks, nq), dtype=np.int64)
+        cn = np.empty((nchunks, nq), dtype=np.int64)
         tasks = [(words, nw, nbits, q, 0, nq, pa, pb, k, cd[c], cp[c], cn[c]) for c, (pa, pb) in enumerate(chunks)]
         _pool.run(threads, K.knn_scan, tasks)
         K.knn_merge(cd, cp, cn, k, nbits, out_d, out_p, out_n)
@@ -53,15 +73,18 @@ def flat_knn(words, nw, nbits, n, q, k, threads, engine="numba"):
 
 
 def flat_range(words, nw, nbits, n, q, max_distance, threads, engine="numba"):
-    """Range search by exhaustive scan; returns (lims int64, distances int32, positions int64)."""
+    """Range search by exhaustive scan; returns (lims int64, distances int32, positions int64).
+
+    The path is :func:`scan_plan`'s."""
     nq = q.shape[0] // nw
-    if nq == 0 or n == 0:
+    plan = scan_plan(nq, n, nw, threads, engine)
+    if plan == "empty":
         return np.zeros(nq + 1, dtype=np.int64), np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int64)
     max_distance = min(max_distance, nbits)
-    if _numpy_scan.use_numpy(engine, nq, n, nw):
+    if plan == "numpy":
         return _numpy_scan.range_search(words, nw, n, q, max_distance)
     lims = np.zeros(nq + 1, dtype=np.int64)
-    if _by_queries(nq, n, threads):
+    if plan == "queries":
         parts = _pool.split(nq, threads)
         tasks = [(words, nw, nbits, q, qa, qb, 0, n, max_distance) for qa, qb in parts]
         results = _pool.run(threads, K.range_scan, tasks)
@@ -69,8 +92,7 @@ def flat_range(words, nw, nbits, n, q, max_distance, threads, engine="numba"):
         return lims, np.concatenate([r[1] for r in results]), np.concatenate([r[2] for r in results])
     # few queries: chunks of the database; per query, chunk results (in position order) are concatenated
     # and stably sorted by distance
-    chunks = _pool.split(n, min(threads, n // _MIN_CHUNK_ROWS))
-    tasks = [(words, nw, nbits, q, 0, nq, pa, pb, max_distance) for pa, pb in chunks]
+    tasks = [(words, nw, nbits, q, 0, nq, pa, pb, max_distance) for pa, pb in _db_chunks(n, threads)]
     results = _pool.run(threads, K.range_scan, tasks)
     ends = [np.cumsum(r[0]) for r in results]
     out_d, out_p = [], []
