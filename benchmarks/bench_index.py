@@ -59,12 +59,31 @@ def _clustered_bits(centre_bits, assign, probs, seed, out):
             out[i, b] = bit
 
 
+def _flip_depth(flip):
+    """j when ``flip`` is 2**-j (j = 1..8), else None."""
+    if flip is None:
+        return None
+    for j in range(1, 9):
+        if flip == 2.0 ** -j:
+            return j
+    return None
+
+
 def make_data(kind, n, nbits, rng, centres=300, seed=0, flip=None):
     if kind == "uniform":
         return rng.integers(0, 256, size=(n, nbits // 8), dtype=np.uint8)
     crng = np.random.default_rng(12345)  # the same centres for database and queries
     cbits = crng.integers(0, 2, size=(centres, nbits), dtype=np.uint8)
     probs = crng.uniform(0.05, 0.15, size=centres) if flip is None else np.full(centres, flip)
+    depth = _flip_depth(flip)
+    if depth is not None:  # p = 2**-j: the AND of j random bytes sets each bit with exactly that probability
+        cbytes = np.packbits(cbits, axis=1, bitorder="little")
+        out = cbytes[rng.integers(0, centres, size=n)]
+        mask = rng.integers(0, 256, size=(n, nbits // 8), dtype=np.uint8)
+        for _ in range(depth - 1):
+            mask &= rng.integers(0, 256, size=(n, nbits // 8), dtype=np.uint8)
+        out ^= mask
+        return out
     out = np.empty((n, nbits), dtype=np.uint8)
     chunk = 1_000_000
     for s in range(0, n, chunk):
@@ -358,42 +377,52 @@ def open_only(path):
 
 
 def scale(args):
-    """1e8-scale MIH: codes generated to a memory-mapped .npy, then build+save and open+serve, each in its
-    own fresh process (peak RSS of each is its own). Clustered codes as in the other cases."""
+    """Large-n MIH: codes generated to a memory-mapped .npy, then build+save and open+serve, each in its
+    own fresh process (peak RSS of each is its own). Clustered codes as in the other cases.
+
+    ``--scale-steps`` runs only some of generate / build / serve (files are kept between invocations, so
+    each step can run in its own lock hold); the files are deleted after a serve step unless ``--keep``."""
     folder = args.tmp or tempfile.gettempdir()
+    steps = args.scale_steps
     rows = []
     for n in args.n:
         for nbits in args.nbits:
             codes_path = os.path.join(folder, f"scale-{n}-{nbits}.npy")
             queries_path = os.path.join(folder, f"scale-{n}-{nbits}-q.npy")
             index_path = os.path.join(folder, f"scale-{n}-{nbits}.htidx")
-            t = time.perf_counter()
-            mm = np.lib.format.open_memmap(codes_path, mode="w+", dtype=np.uint8, shape=(n, nbits // 8))
-            rng = np.random.default_rng(args.seed)
-            chunk = 5_000_000
-            for a in range(0, n, chunk):
-                mm[a:a + chunk] = make_data(args.data[0], min(chunk, n - a), nbits, rng, args.centres, flip=args.flip)
-            mm.flush()
-            del mm
-            np.save(queries_path, make_data(args.data[0], max(args.single, 10), nbits,
-                                            np.random.default_rng(args.seed + 1), args.centres, flip=args.flip))
-            gen_s = time.perf_counter() - t
             row = {"what": "scale", "n": n, "nbits": nbits, "data": args.data[0], "centres": args.centres,
-                   "flip": args.flip, "generate_s": round(gen_s, 1), "loadavg_start": round(load_avg(), 2)}
-            for step, extra in (("--scale-build", [codes_path, index_path]),
-                                ("--scale-serve", [index_path, queries_path, str(args.single)])):
-                res = subprocess.run([sys.executable, __file__, step, *extra], capture_output=True, text=True)
+                   "flip": args.flip, "steps": " ".join(steps), "loadavg_start": round(load_avg(), 2),
+                   "started_utc": time.strftime("%H:%M:%S", time.gmtime())}
+            if "generate" in steps:
+                t = time.perf_counter()
+                mm = np.lib.format.open_memmap(codes_path, mode="w+", dtype=np.uint8, shape=(n, nbits // 8))
+                rng = np.random.default_rng(args.seed)
+                chunk = 5_000_000
+                for a in range(0, n, chunk):
+                    mm[a:a + chunk] = make_data(args.data[0], min(chunk, n - a), nbits, rng, args.centres, flip=args.flip)
+                mm.flush()
+                del mm
+                np.save(queries_path, make_data(args.data[0], max(args.single, 10), nbits,
+                                                np.random.default_rng(args.seed + 1), args.centres, flip=args.flip))
+                row["generate_s"] = round(time.perf_counter() - t, 1)
+            for step, extra in (("build", [codes_path, index_path]), ("serve", [index_path, queries_path, str(args.single)])):
+                if step not in steps:
+                    continue
+                res = subprocess.run([sys.executable, __file__, "--scale-" + step, *extra], capture_output=True, text=True)
                 if res.returncode != 0:
-                    row[step] = res.stderr[-800:]
+                    row["error_" + step] = res.stderr[-800:]
                     break
                 row.update(json.loads(res.stdout.strip().splitlines()[-1]))
-            row["file_bytes_per_code"] = round(os.path.getsize(index_path) / n, 2) if os.path.exists(index_path) else None
+            if os.path.exists(index_path):
+                row["file_bytes"] = os.path.getsize(index_path)
+                row["file_bytes_per_code"] = round(os.path.getsize(index_path) / n, 2)
             row["loadavg_end"] = round(load_avg(), 2)
             print(json.dumps(row))
             rows.append(row)
-            for path in (codes_path, queries_path, index_path):
-                if os.path.exists(path):
-                    os.unlink(path)
+            if "serve" in steps and not args.keep:
+                for path in (codes_path, queries_path, index_path):
+                    if os.path.exists(path):
+                        os.unlink(path)
     if args.out:
         with open(args.out + ".jsonl", "a") as f:
             for row in rows:
@@ -410,7 +439,11 @@ def scale_build(codes_path, index_path):
     build_s = time.perf_counter() - t
     t = time.perf_counter()
     index.save(index_path)
-    print(json.dumps({"build_s": round(build_s, 1), "save_s": round(time.perf_counter() - t, 1), "m": index.m,
+    save_s = time.perf_counter() - t
+    t = index._ensure_tables()
+    sections = {name: round(arr.nbytes / 2**20, 1) for name, arr in index._sections()[1].items() if arr.nbytes > 2**20}
+    print(json.dumps({"build_s": round(build_s, 1), "save_s": round(save_s, 1), "m": index.m,
+                      "dense_tables": int(t["t_dense"].sum()), "sections_mib": sections,
                       "build_peak_rss_gib": round(peak_mb() / 1024, 2)}))
 
 
@@ -505,6 +538,9 @@ def main():
     p.add_argument("--open-only", default=None, help=argparse.SUPPRESS)
     p.add_argument("--scale", action="store_true",
                    help="MIH only: generate to a .npy, build+save and open+serve in separate processes")
+    p.add_argument("--scale-steps", nargs="+", default=["generate", "build", "serve"],
+                   choices=["generate", "build", "serve"], help="with --scale: which steps to run (files stay between)")
+    p.add_argument("--keep", action="store_true", help="with --scale: keep the files after serving")
     p.add_argument("--scale-build", nargs=2, default=None, help=argparse.SUPPRESS)
     p.add_argument("--scale-serve", nargs=3, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()

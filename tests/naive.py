@@ -161,6 +161,15 @@ def knn_search(queries, database, ids, k):
     return out_d, out_i
 
 
+def sparse_table(keys):
+    """A sparse multi-index table the slow way: rows in (key, row) order, the distinct keys, and where each
+    key's rows start (one more entry: the number of rows)."""
+    keys = np.asarray(keys)
+    order = np.argsort(keys, kind="stable")
+    distinct, first = np.unique(keys[order], return_index=True)
+    return order, distinct, np.append(first, len(keys))
+
+
 def range_search(queries, database, ids, max_distance):
     """Exact range search (``max_distance`` inclusive) the slow way, as CSR (lims, distances, ids)."""
     queries = np.asarray(queries, dtype=np.uint8)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from hashtool.errors import IndexFormatError
-from hashtool.hashindex import FlatIndex, MIHIndex, load_index
+from hashtool.hashindex import FlatIndex, MIHIndex, _format, load_index
 
 NOJIT = os.environ.get("NUMBA_DISABLE_JIT") == "1"
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
@@ -68,18 +68,30 @@ def test_every_byte_flip_and_truncation_is_detected(tmp_path, make):
     data = path.read_bytes()
     assert 300 < len(data) < 20000
     bad = tmp_path / "bad.htidx"
+    # what a lazy open (mapped, verify=False) reads: the header and every section of at most SMALL_SECTION
+    # bytes (here all of them), not the zero padding between sections
+    header_size, _size, specs, _crc = _format.read_index(path, verify=False)._layout
+    read_lazily = np.zeros(len(data), bool)
+    read_lazily[:header_size] = True
+    for _name, dtype, off, length, _c in specs:
+        nbytes = length * np.dtype(dtype).itemsize
+        read_lazily[off: off + nbytes] = nbytes <= _format.SMALL_SECTION
+    assert read_lazily.sum() > len(data) // 2
     undetected = []
     for i in range(0, len(data), 5 if NOJIT else 1):  # the JIT run covers every byte; loading is JIT-free
         flipped = bytearray(data)
         flipped[i] ^= 0x5A if i % 2 else 0x01
         bad.write_bytes(bytes(flipped))
-        # every path that reads every byte: an open without a mapping, verify=True, and index.verify()
-        for how in ("read", "verify", "mapped-then-verify"):
+        # every path that reads every byte: an open without a mapping, verify=True, and index.verify(); and
+        # the lazy open for the bytes it reads
+        for how in ("read", "verify", "mapped-then-verify") + (("lazy",) if read_lazily[i] else ()):
             try:
                 if how == "read":
                     load_index(bad, mmap=False)
                 elif how == "verify":
                     load_index(bad, mmap=True, verify=True)
+                elif how == "lazy":
+                    load_index(bad, mmap=True, verify=False)
                 else:
                     load_index(bad, mmap=True).verify()
                 undetected.append((i, how))

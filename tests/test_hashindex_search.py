@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from hashtool.hashindex import FlatIndex, MIHIndex, mih as mih_module
-from naive import knn_search, range_search
+from naive import knn_search, range_search, sparse_table
 
 NOJIT = os.environ.get("NUMBA_DISABLE_JIT") == "1"
 MAX_N = 150 if NOJIT else 5000
@@ -344,3 +344,24 @@ def test_a_large_batch_probes_first_then_scans_the_rest():
     probe = max(mih_module.PROBE_QUERIES, len(queries) // 16)
     assert tried[:probe].all() and not tried[probe:].any()
     assert (stats["path"] == "scan").all()
+
+
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 300), width=st.integers(17, 32), distinct=st.integers(1, 40))
+def test_sparse_tables_are_built_like_a_stable_argsort(seed, n, width, distinct):
+    """The radix sort that builds sparse tables against the naive twin: keys with the top bit set, few
+    distinct keys (long runs of ties, whose rows must stay in row order) or many."""
+    from hashtool.hashindex import _mih_kernels as MK
+
+    rng = np.random.default_rng(seed)
+    pool = rng.integers(0, 2**width, size=distinct, dtype=np.uint64)
+    pool[0] = 2**width - 1
+    keys = pool[rng.integers(0, distinct, size=n)].astype(np.uint32)
+    want_pos, want_keys, want_off = sparse_table(keys)
+    work, pos = keys.copy(), np.empty(n, np.int32)
+    got = MK.build_sparse(work, n, width, pos, np.empty(n, np.uint32), np.empty(n, np.int32))
+    assert got == len(want_keys)
+    out_keys, out_off = np.empty(got, np.uint32), np.empty(got + 1, np.int32)
+    MK.fill_sparse(work, n, out_keys, out_off)
+    np.testing.assert_array_equal(pos, want_pos)
+    np.testing.assert_array_equal(out_keys, want_keys)
+    np.testing.assert_array_equal(out_off, want_off)

@@ -4,7 +4,9 @@ Multi-Index Hashing", TPAMI 2014).
 Tables. The ``nbits`` of a code are cut into ``m`` contiguous substrings (widths differ by at most one
 bit when ``nbits % m != 0``; each at most 32 bits). Table ``j`` maps the substring value (the *key*) to the
 rows that have it, in CSR form built count-then-fill: ``offsets`` over all ``2**width`` keys when that
-is small (*dense*), or sorted distinct keys + binary search (*sparse*). Offsets and positions are int32
+is small (*dense*), or sorted distinct keys + binary search (*sparse*, sorted by a two-pass radix sort:
+8 bytes of scratch per code, where the stable argsort it replaces needed an int64 order and a sorted copy,
+12 bytes, and took several times longer). Offsets and positions are int32
 and sparse keys uint32 (an index holds fewer than 2**31 codes), and a table entry is only the row's
 position: verifying a candidate reads the row's first word from the codes (a lower bound that rejects most
 candidates of longer codes before the rest is read). Entries come from a file that may not have been
@@ -78,6 +80,62 @@ def build_dense(keys, n, offsets, pos_out):
         o = cur[kk]
         cur[kk] = o + 1
         pos_out[o] = i
+
+
+@njit(cache=True, nogil=True)
+def _digit_starts(keys, n, shift, digit_bits):
+    """Where each value of bits ``shift .. shift + digit_bits - 1`` starts in a stable counting sort of
+    ``keys[:n]`` (one entry per digit value, plus the end)."""
+    mask = (np.int64(1) << digit_bits) - 1
+    start = np.zeros((np.int64(1) << digit_bits) + 1, np.int64)
+    for i in range(n):
+        start[((np.int64(keys[i]) >> shift) & mask) + 1] += 1
+    for b in range(1, start.shape[0]):
+        start[b] += start[b - 1]
+    return start, mask
+
+
+@njit(cache=True, nogil=True)
+def build_sparse(keys, n, width, pos_out, tmp_keys, tmp_pos):
+    """Sort rows by key for a sparse table: a stable LSD radix sort in two passes of about ``width / 2``
+    bits (ties keep row order, as a stable argsort would), with no n-element int64 array. On return
+    ``keys[:n]`` holds the sorted keys and ``pos_out`` the rows in that order; ``tmp_keys``/``tmp_pos``
+    (n entries each) are scratch. Returns the number of distinct keys (see :func:`fill_sparse`)."""
+    low = (width + 1) // 2
+    no_shift = np.int64(0)  # not a literal: one specialisation of _digit_starts
+    start, mask = _digit_starts(keys, n, no_shift, low)
+    for i in range(n):  # low digit: rows in order -> scratch
+        kk = keys[i]
+        o = start[np.int64(kk) & mask]
+        start[np.int64(kk) & mask] = o + 1
+        tmp_keys[o] = kk
+        tmp_pos[o] = i
+    start, mask = _digit_starts(tmp_keys, n, low, width - low)
+    for i in range(n):  # high digit: scratch -> the sorted keys and the table's positions
+        kk = tmp_keys[i]
+        dgt = (np.int64(kk) >> low) & mask
+        o = start[dgt]
+        start[dgt] = o + 1
+        keys[o] = kk
+        pos_out[o] = tmp_pos[i]
+    distinct = np.int64(1) if n else np.int64(0)
+    for i in range(1, n):
+        if keys[i] != keys[i - 1]:
+            distinct += 1
+    return distinct
+
+
+@njit(cache=True, nogil=True)
+def fill_sparse(sorted_keys, n, keys_out, offsets_out):
+    """The distinct keys of ``sorted_keys[:n]`` into ``keys_out`` and where each starts into
+    ``offsets_out`` (one more entry: ``n``)."""
+    d = 0
+    for i in range(n):
+        if i == 0 or sorted_keys[i] != sorted_keys[i - 1]:
+            keys_out[d] = sorted_keys[i]
+            offsets_out[d] = i
+            d += 1
+    offsets_out[d] = n
 
 
 @njit(cache=True, nogil=True)

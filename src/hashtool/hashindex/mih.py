@@ -43,6 +43,7 @@ from hashtool.hashindex.flat import flat_knn, flat_range
 
 MK = _pool.LazyModule("hashtool.hashindex._mih_kernels")
 
+MAX_CODES = 2**31 - 1
 MIN_WIDTH = 8
 MAX_WIDTH = 32
 DENSE_MAX_BITS = 24
@@ -54,6 +55,13 @@ CALIBRATION_QUERIES = 16
 _TABLE_KEYS = ("sub_start", "sub_width", "t_dense", "t_off_base", "t_key_base", "t_key_len")
 _TABLE_ARRAYS = ("t_offsets", "t_keys", "t_pos")
 _TABLE_DTYPES = {"t_offsets": np.int32, "t_keys": np.uint32, "t_pos": np.int32}
+
+
+def check_capacity(n: int) -> None:
+    """Tables hold int32 positions and offsets: at most :data:`MAX_CODES` codes (entry indexes, ``j * n +
+    offset``, are int64 in the kernels, so ``m * n`` may pass 2**32)."""
+    if n > MAX_CODES:
+        raise ArgumentError(f"MIHIndex holds at most 2**31 - 1 codes, got {n}; use FlatIndex or a ShardedIndex")
 
 
 def default_m(nbits: int, n: int) -> int:
@@ -129,8 +137,7 @@ class MIHIndex(BaseIndex):
 
     def _build_tables(self) -> dict:
         n, nw, words = len(self), self._nw, self._words
-        if n >= 2**31:
-            raise ArgumentError(f"MIHIndex holds at most 2**31 - 1 codes, got {n}; use FlatIndex")
+        check_capacity(n)
         m = self.m
         starts, widths = substring_layout(self._nbits, m)
         t_dense = np.zeros(m, dtype=np.int64)
@@ -141,6 +148,7 @@ class MIHIndex(BaseIndex):
         offsets, keys_all = [], []
         off_base = key_base = 0
         keys = np.empty(n, dtype=np.uint32)  # substrings are at most 32 bits
+        scratch = None  # the radix sort's buffers, allocated for the first sparse table
         for j in range(m):
             w = int(widths[j])
             MK.substring_keys(words, nw, n, int(starts[j]), w, keys)
@@ -151,18 +159,13 @@ class MIHIndex(BaseIndex):
                 MK.build_dense(keys, n, off, t_pos[seg])
                 klen = 0
             else:
-                order = np.argsort(keys, kind="stable")
-                t_pos[seg] = order
-                sk = keys[order]
-                del order
-                starts_of_keys = np.ones(n, dtype=np.bool_)
-                np.not_equal(sk[1:], sk[:-1], out=starts_of_keys[1:])
-                first = np.flatnonzero(starts_of_keys).astype(np.int32)
-                del starts_of_keys
-                keys_all.append(sk[first])
-                off = np.append(first, np.int32(n))
-                klen = first.shape[0]
-                del sk, first
+                if scratch is None:
+                    scratch = np.empty(n, np.uint32), np.empty(n, np.int32)
+                klen = int(MK.build_sparse(keys, n, w, t_pos[seg], *scratch))
+                sparse_keys = np.empty(klen, np.uint32)
+                off = np.empty(klen + 1, np.int32)
+                MK.fill_sparse(keys, n, sparse_keys, off)
+                keys_all.append(sparse_keys)
             t_dense[j] = int(dense)
             t_off_base[j] = off_base
             t_key_base[j] = key_base
@@ -170,6 +173,7 @@ class MIHIndex(BaseIndex):
             offsets.append(off)
             off_base += off.shape[0]
             key_base += klen
+        del keys, scratch  # before the concatenations: the peak of a large build
         return {
             "sub_start": starts,
             "sub_width": widths,
