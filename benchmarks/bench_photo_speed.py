@@ -91,6 +91,7 @@ def main():
     out = {"load_before": os.getloadavg()}
     print("load", out["load_before"], flush=True)
     with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "made").mkdir()
         made = make_photos(Path(tmp) / "made", min(args.unique, max(counts)))
         out["stages"] = {Path(e).name: stages(e, made) for e in encoders}
         print(json.dumps(out["stages"]), flush=True)
