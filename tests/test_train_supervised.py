@@ -48,6 +48,18 @@ def toy_images(n: int, seed: int, classes: int = 3) -> tuple[np.ndarray, np.ndar
     return np.clip(x, 0, 255).astype(np.uint8)[..., None], labels.astype(np.int64)
 
 
+def toy_idx_folder(folder):
+    """A folder in the Fashion-MNIST file layout (train 160 and t10k 40 toy images) for the CLI's ``--data``."""
+    from hashtool.datasets import write_idx
+
+    folder.mkdir()
+    for prefix, n, seed in (("train", 160, 3), ("t10k", 40, 4)):
+        x, y = toy_images(n, seed)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte", x[..., 0])
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", y.astype(np.uint8))
+    return folder
+
+
 @pytest.fixture(scope="module")
 def toy_splits():
     xtr, ytr = toy_images(480, 1)
@@ -198,17 +210,11 @@ def test_cli_trains_semi_supervised_adalabel(tmp_path):
     from click.testing import CliRunner
 
     from hashtool.cli import COMMANDS, main
-    from hashtool.datasets import write_idx
     from hashtool.train.checkpoint import read_checkpoint
 
     if "train" not in COMMANDS:
         pytest.skip("the `hashtool train` command is not on this branch yet")
-    folder = tmp_path / "toy"
-    folder.mkdir()
-    for prefix, n, seed in (("train", 160, 3), ("t10k", 40, 4)):
-        x, y = toy_images(n, seed)
-        write_idx(folder / f"{prefix}-images-idx3-ubyte", x[..., 0])
-        write_idx(folder / f"{prefix}-labels-idx1-ubyte", y.astype(np.uint8))
+    folder = toy_idx_folder(tmp_path / "toy")
     out = tmp_path / "ada.pt"
     args = ["train", "-m", "adalabel", "-b", "16", "-d", str(folder), "-o", str(out), "--labeled-fraction", "0.25",
             "--epochs", "1", "--batch-size", "32", "--hp", "filters=4,8,8", "--threads", "1", "--json", "-q"]
@@ -361,15 +367,9 @@ def test_cli_preset_paper(tmp_path):
     from click.testing import CliRunner
 
     from hashtool.cli import main
-    from hashtool.datasets import write_idx
     from hashtool.train.checkpoint import read_checkpoint
 
-    folder = tmp_path / "toy"
-    folder.mkdir()
-    for prefix, n, seed in (("train", 160, 3), ("t10k", 40, 4)):
-        x, y = toy_images(n, seed)
-        write_idx(folder / f"{prefix}-images-idx3-ubyte", x[..., 0])
-        write_idx(folder / f"{prefix}-labels-idx1-ubyte", y.astype(np.uint8))
+    folder = toy_idx_folder(tmp_path / "toy")
     out = tmp_path / "nin.pt"
     base = ["train", "-b", "16", "-d", str(folder), "-o", str(out), "--epochs", "1", "--threads", "1", "-q", "--no-eval"]
     r = CliRunner().invoke(main, [*base, "-m", "nin-latent", "--preset", "paper", "--hp", "filters=4,8,8"])
