@@ -441,3 +441,55 @@ def nt_xent(z, temperature: float) -> float:
         log_sum = top + np.log(sum(np.exp(v - top) for v in logits))
         total += log_sum - float(z[i] @ z[j]) / temperature
     return total / m
+
+
+def edit_contrastive_features(paths, sess, preprocess, views, work_side, quadrant_side, seed, max_edits, weights=None):
+    """Slow twin of hashtool.train.methods.edit_contrastive.stream_features: decode every file, keep every
+    instance, make every view of every instance, run the session once over all of them; float16 features
+    (instances, views, dim), owner (index into the readable files) and the readable files."""
+    from PIL import Image
+
+    from hashtool.edits import random_edit
+    from hashtool.errors import ImageError
+    from hashtool.files.images import convert_image, open_image
+    from hashtool.photosets import flatten_rgb
+    from hashtool.train.data import to_tensor
+
+    instances, owner, kept = [], [], []
+    for path in paths:
+        try:
+            with open_image(path) as img:
+                img = flatten_rgb(img)
+        except (ImageError, OSError):
+            continue
+        kept.append(path)
+        w, h = img.size
+        crops = [img]
+        if min(w, h) >= quadrant_side:
+            crops += [img.crop((0, 0, w // 2, h // 2)), img.crop((w // 2, 0, w, h // 2)),
+                      img.crop((0, h // 2, w // 2, h)), img.crop((w // 2, h // 2, w, h))]
+        for crop in crops:
+            crop = crop.copy()
+            crop.thumbnail((work_side, work_side), Image.Resampling.BILINEAR)
+            instances.append(crop)
+            owner.append(len(kept) - 1)
+    every = np.empty((len(instances), views, *preprocess.shape_hwc), dtype=np.uint8)
+    for i, inst in enumerate(instances):
+        for v in range(views):
+            view = inst if v == 0 else random_edit(inst, np.random.default_rng([seed, i, v]), max_edits=max_edits, weights=weights)[0]
+            every[i, v] = convert_image(view, preprocess)
+    x = to_tensor(every.reshape(-1, *preprocess.shape_hwc), preprocess).numpy()
+    feats = sess.run(None, {"x": x})[0]
+    return feats.reshape(len(instances), views, -1).astype(np.float16), np.asarray(owner, dtype=np.int64), kept
+
+
+def copy_top1_hits(query_codes, target, db_codes, owner):
+    """Slow twin of edit_contrastive.copy_hits: the whole distance matrix, then each query's rank by counting."""
+    d = hamming_matrix(query_codes, db_codes)
+    out = []
+    for i, t in enumerate(target):
+        others = [j for j in range(len(db_codes)) if j != t and owner[j] != owner[t]]
+        less = sum(1 for j in others if d[i, j] < d[i, t])
+        ties = sum(1 for j in others if d[i, j] == d[i, t])
+        out.append(min(1.0, max(0.0, (1 - less) / (ties + 1.0))))
+    return np.asarray(out, dtype=np.float64)

@@ -131,3 +131,181 @@ def test_edit_weights_steer_the_sampler_and_are_checked():
             edits.parse_weights(bad)
     with pytest.raises(ArgumentError, match="at least one"):
         edits.random_edit(img, np.random.default_rng(0), weights={k: 0.0 for k in edits.EDITS})
+
+
+# -- the streamed feature pass and bounded model selection --------------------------------------------
+
+ROW_DIM = 12
+
+
+class _RowSession:
+    """A cheap stand-in for the backbone's onnxruntime session: each view's features are the means of its 2 x 2
+    blocks per channel, computed row by row (so the batching cannot change them); records the batch sizes."""
+
+    def __init__(self):
+        self.batches = []
+
+    def run(self, names, feed):
+        x = feed["x"]
+        self.batches.append(len(x))
+        rows = [r.reshape(r.shape[0], 2, r.shape[1] // 2, 2, r.shape[2] // 2).mean(axis=(2, 4)).ravel() for r in x]
+        return [np.asarray(rows, dtype=np.float32).reshape(len(x), ROW_DIM)]
+
+
+def _mixed_folder(folder, n=9, corrupt_at=4, big=(1, 5, 6)):
+    """``n`` small photos named in walk order; those in ``big`` give quadrants (220 x 160 with quadrant_side 150);
+    file ``corrupt_at`` is not an image."""
+    rng = np.random.default_rng(1)
+    folder.mkdir()
+    for i in range(n):
+        path = folder / f"p{i:02d}.{'jpg' if i % 2 else 'png'}"
+        if i == corrupt_at:
+            path.write_bytes(b"not an image at all" * 20)
+            continue
+        w, h = (220, 160) if i in big else (90 + 7 * (i % 10), 70 + 3 * (i % 10))
+        arr = rng.integers(0, 256, size=(h // 10 + 1, w // 10 + 1, 3), dtype=np.uint8)
+        Image.fromarray(arr).resize((w, h), Image.Resampling.BILINEAR).save(path)
+    return folder
+
+
+def _stream_setup(views=3, size=32):
+    from hashtool.preprocess import Preprocess
+    from hashtool.train.methods.edit_contrastive import HPARAMS, MEAN, STD
+
+    hp = {**HPARAMS, "views": views, "work_side": 64, "quadrant_side": 150, "max_edits": 2, "edit_weights": ""}
+    return hp, Preprocess(size, size, "RGB", "trim-stretch", MEAN, STD)
+
+
+@pytest.mark.parametrize("chunk, batch", [(1, 5), (2, 64), (3, 1), (100, 5)])
+def test_streamed_features_equal_all_at_once(tmp_path, capsys, chunk, batch):
+    import naive
+    from hashtool.files.images import find_images
+    from hashtool.train.methods.edit_contrastive import stream_features
+
+    files = find_images(_mixed_folder(tmp_path / "photos"))
+    hp, pp = _stream_setup()
+    sess = _RowSession()
+    fp = stream_features(files, sess, ROW_DIM, pp, hp, seed=7, threads=2, chunk_files=chunk, batch=batch)
+    want, owner, kept = naive.edit_contrastive_features(files, _RowSession(), pp, 3, 64, 150, 7, 2)
+    assert fp.feats.dtype == np.float16 and fp.feats.shape == want.shape == (8 + 3 * 4, 3, ROW_DIM)
+    assert np.array_equal(fp.feats, want)
+    assert np.array_equal(fp.owner, owner) and fp.files == kept and len(kept) == 8
+    assert fp.skipped == 1
+    err = capsys.readouterr().err
+    assert f"skipped {files[4]}" in err and "9 image files -> 21 instances by their headers" in err  # the corrupt one counts 1
+    # the session saw whole batches of the global view order, whatever the chunks
+    total = len(want) * 3
+    assert sess.batches == [batch] * (total // batch) + ([total % batch] if total % batch else [])
+
+
+def test_streamed_pass_is_quiet_when_asked(tmp_path, capsys):
+    from hashtool.files.images import find_images
+    from hashtool.train.methods.edit_contrastive import stream_features
+
+    files = find_images(_mixed_folder(tmp_path / "photos", n=5, big=()))
+    hp, pp = _stream_setup(views=2)
+    fp = stream_features(files, _RowSession(), ROW_DIM, pp, hp, seed=0, threads=1, quiet=True, chunk_files=2)
+    assert len(fp.feats) == 4 and capsys.readouterr().err == ""
+
+
+def test_streamed_pass_does_not_hold_every_view(tmp_path):
+    import tracemalloc
+
+    from hashtool.files.images import find_images
+    from hashtool.train.methods.edit_contrastive import stream_features
+
+    files = find_images(_mixed_folder(tmp_path / "photos", n=16, corrupt_at=-1, big=()))
+    hp, pp = _stream_setup(views=4, size=224)
+    stream_features(files[:2], _RowSession(), ROW_DIM, pp, hp, seed=0, threads=1, quiet=True)  # first-call imports
+
+    def peak(chunk):  # numpy's arrays are traced; about 1 MiB is the reader's and the fonts' (any folder size)
+        tracemalloc.start()
+        try:
+            fp = stream_features(files, _RowSession(), ROW_DIM, pp, hp, seed=0, threads=1, quiet=True, chunk_files=chunk, batch=4)
+            return fp, tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    fp, streamed = peak(1)
+    every_view = len(fp.feats) * 4 * 224 * 224 * 3  # what a pass holding all views at once needs (9.6 MB)
+    _, all_at_once = peak(len(files))  # one chunk of every file: such a pass, which the measure must see
+    assert all_at_once >= every_view
+    assert streamed < every_view / 3, (streamed, every_view)  # about 1 MiB + two chunks of 4 views (1.2 MB)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_blocked_copy_hits_equal_the_whole_matrix(data):
+    import naive
+    from hashtool.train.methods.edit_contrastive import copy_hits
+
+    nbytes = data.draw(st.sampled_from([1, 2]))
+    n = data.draw(st.integers(1, 12))
+    nq = data.draw(st.integers(0, 15))
+    code = st.integers(0, 3)  # few distinct values: many ties
+    db = np.asarray(data.draw(st.lists(st.lists(code, min_size=nbytes, max_size=nbytes), min_size=n, max_size=n)), dtype=np.uint8)
+    q = np.asarray(data.draw(st.lists(st.lists(code, min_size=nbytes, max_size=nbytes), min_size=nq, max_size=nq)), dtype=np.uint8).reshape(nq, nbytes)
+    target = np.asarray(data.draw(st.lists(st.integers(0, n - 1), min_size=nq, max_size=nq)), dtype=np.int64)
+    owner = np.asarray(data.draw(st.lists(st.integers(0, 3), min_size=n, max_size=n)), dtype=np.int64)
+    block = data.draw(st.integers(1, 40))
+    got = copy_hits(q, target, db, owner, block_entries=block)
+    assert np.array_equal(got, naive.copy_top1_hits(q, target, db, owner))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(4, 14), st.integers(2, 5), st.integers(1, 7))
+def test_copy_top1_and_radius_equal_their_twins(seed, n, views, code_block):
+    from unittest import mock
+
+    import naive
+    from hashtool.train.methods import edit_contrastive as ec
+
+    rng = np.random.default_rng(seed)
+    dim, bits = 6, 8
+    head = ec.HashHead(dim, 0, bits)
+    w = rng.integers(-3, 4, size=(bits, dim)).astype(np.float32)  # integers: every sum is exact in any order
+    with torch.no_grad():
+        head.mlp[0].weight.copy_(torch.from_numpy(w))
+        head.mlp[0].bias.zero_()
+    feats_np = rng.integers(-4, 5, size=(n, views, dim)).astype(np.float16)
+    owner = rng.integers(0, max(2, n // 2), size=n)
+    val_idx = np.flatnonzero(rng.random(n) < 0.5)
+    if not len(val_idx):
+        val_idx = np.array([0])
+
+    def codes(x):  # the head's codes by formula
+        return naive.pack_bits(naive.binarize_values(np.asarray(x, np.float64) @ w.T.astype(np.float64), "sign"))
+
+    db = codes(feats_np[:, 0])
+    q = codes(feats_np[val_idx, 1:].reshape(-1, dim))
+    want_top1 = float(naive.copy_top1_hits(q, np.repeat(val_idx, views - 1), db, owner).mean())
+    d = [int(naive.hamming_matrix(q[i : i + 1], db[t : t + 1])[0, 0]) for i, t in enumerate(np.repeat(val_idx, views - 1))]
+    want_radius = sorted(d)[int(np.ceil(0.95 * len(d))) - 1]
+    feats = torch.from_numpy(feats_np)
+    with mock.patch.object(ec, "CODE_BLOCK", code_block):
+        assert ec.copy_top1(head, feats, val_idx, owner, block_entries=code_block) == want_top1
+        assert ec.copy_radius(head, feats, val_idx) == want_radius
+
+
+def test_selection_sample_caps_the_held_out_set():
+    from hashtool.train.methods.edit_contrastive import selection_sample
+
+    small = np.array([3, 8, 9])
+    assert np.array_equal(selection_sample(small, 0, cap=3), small)
+    big = np.arange(10, 1010, 2)
+    a, b = selection_sample(big, 5, cap=40), selection_sample(big, 5, cap=40)
+    assert np.array_equal(a, b) and len(a) == 40 and len(np.unique(a)) == 40
+    assert np.all(np.diff(a) > 0) and np.isin(a, big).all()
+    assert not np.array_equal(a, selection_sample(big, 6, cap=40))
+
+
+def test_feature_stats_equal_numpy_over_every_view():
+    from hashtool.train.methods.edit_contrastive import feature_stats
+
+    rng = np.random.default_rng(3)
+    feats = rng.normal(2.0, 3.0, size=(11, 4, 5)).astype(np.float16)
+    idx = np.array([0, 2, 3, 7, 10])
+    mean, std = feature_stats(feats, idx, block=2)
+    flat = feats[idx].reshape(-1, 5).astype(np.float64)
+    np.testing.assert_allclose(mean, flat.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(std, flat.std(axis=0, ddof=1), rtol=1e-6)
