@@ -352,10 +352,11 @@ def stream_features(paths, sess, dim: int, preprocess: Preprocess, hp: dict, see
     t0 = time.perf_counter()
     expected = sum(header_instances(p, int(hp["quadrant_side"])) for p in paths)
     view_bytes = int(np.prod(preprocess.shape_hwc))
-    per_chunk = expected / max(1, len(paths)) * min(chunk_files, len(paths)) * views * view_bytes
+    alive = min(len(paths), 2 * chunk_files)  # files whose views are alive at a time: this chunk's and the next's
+    pixels = expected / max(1, len(paths)) * alive * views * view_bytes
     _log(quiet, f"[train] {len(paths)} image files -> {expected} instances by their headers (quadrants of images >= {hp['quadrant_side']} px) "
                 f"x {views} views: {expected * views * dim * 2 / 2**20:.1f} MiB of float16 features for the whole run, "
-                f"and about {2 * per_chunk / 2**20:.0f} MiB of views for two chunks of {chunk_files} files at a time")
+                f"and about {pixels / 2**20:.0f} MiB of views at a time (chunks of {chunk_files} files)")
     feats = np.empty((max(1, expected), views, dim), dtype=np.float16)
     owner = np.empty(max(1, expected), dtype=np.int64)
     files, skipped, n, rows, edit_s = [], 0, 0, 0, 0.0
@@ -368,8 +369,8 @@ def stream_features(paths, sess, dim: int, preprocess: Preprocess, hp: dict, see
             chunk = pending.result()
             m = len(chunk.views)
             pending = ahead.submit(_make_chunk, chunks[k + 1], n + m, pool, preprocess, hp, seed, weights) if k + 1 < len(chunks) else None
-            for path, reason in chunk.skipped:
-                _log(quiet, f"[train] skipped {path}: {reason}")
+            for path, reason in chunk.skipped:  # hashtool's image errors start with the path
+                _log(quiet, f"[train] skipped {reason if reason.startswith(str(path)) else f'{path}: {reason}'}")
             skipped += len(chunk.skipped)
             edit_s += chunk.seconds
             if n + m > len(feats):  # more instances than the headers said (a file changed meanwhile)
@@ -569,8 +570,8 @@ def fit(cfg, folder, out_path, quiet: bool = False):
         raise DatasetError(f"{folder}: {len(files)} readable image(s); {NAME} needs at least {MIN_FILES} (and learns better from hundreds)")
     feats = torch.from_numpy(fp.feats)
     _log(quiet, f"[train] {len(files)} images ({fp.skipped} unreadable) -> {len(feats)} instances x {hp['views']} views in {fp.seconds:.0f}s "
-                f"({len(feats) * int(hp['views']) / max(fp.seconds, 1e-9):.0f} views/s; decoding and edits {fp.edit_seconds:.0f}s of it, "
-                f"beside the backbone); features {fp.feats.nbytes / 2**20:.1f} MiB (float16)")
+                f"({len(feats) * int(hp['views']) / max(fp.seconds, 1e-9):.0f} views/s; decoding and edits {fp.edit_seconds:.0f}s, "
+                f"in a thread beside the backbone); features {fp.feats.nbytes / 2**20:.1f} MiB (float16)")
 
     rng = np.random.default_rng([cfg.seed, 11])
     n_files = len(files)
