@@ -310,3 +310,20 @@ def test_feature_stats_equal_numpy_over_every_view():
     flat = feats[idx].reshape(-1, 5).astype(np.float64)
     np.testing.assert_allclose(mean, flat.mean(axis=0), rtol=1e-6)
     np.testing.assert_allclose(std, flat.std(axis=0, ddof=1), rtol=1e-6)
+
+
+def test_header_instances_reads_headers_only_and_never_opens_a_pipe(tmp_path):
+    import os
+
+    from hashtool.train.methods.edit_contrastive import header_instances
+
+    Image.new("RGB", (300, 200)).save(tmp_path / "big.png")
+    Image.new("RGB", (300, 120)).save(tmp_path / "wide.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # turned a quarter: the short side stays the short side
+    Image.new("RGB", (120, 300)).save(tmp_path / "turned.jpg", exif=exif)
+    (tmp_path / "junk.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 30)
+    os.mkfifo(tmp_path / "pipe.png")  # no writer: opening it for reading without O_NONBLOCK would hang
+    got = {p: header_instances(tmp_path / p, 150) for p in ("big.png", "wide.jpg", "turned.jpg", "junk.png", "pipe.png", "missing.png")}
+    assert got == {"big.png": 5, "wide.jpg": 1, "turned.jpg": 1, "junk.png": 1, "pipe.png": 1, "missing.png": 1}
+    assert header_instances(tmp_path / "big.png", 201) == 1 and header_instances(tmp_path / "big.png", 200) == 5
