@@ -199,6 +199,25 @@ def test_streamed_features_equal_all_at_once(tmp_path, capsys, chunk, batch):
     assert sess.batches == [batch] * (total // batch) + ([total % batch] if total % batch else [])
 
 
+@pytest.mark.slow
+def test_streamed_features_equal_all_at_once_through_the_real_backbone(tmp_path):
+    import naive
+    from hashtool.edits import parse_weights
+    from hashtool.files.images import find_images
+    from hashtool.train.methods.edit_contrastive import EditContrastiveConfig, EditContrastiveModel, backbone_session, stream_features
+
+    files = find_images(_mixed_folder(tmp_path / "photos"))
+    hp, pp = _stream_setup(views=4, size=64)
+    hp["edit_weights"] = "grey=3,mirror=2"
+    model = EditContrastiveModel(EditContrastiveConfig(bits=16, height=64, width=64, saturation=0.5, blur=1.0))
+    model.backbone.load_pretrained()
+    sess = backbone_session(torch.nn.Sequential(model.filter, model.backbone), pp, threads=1)
+    fp = stream_features(files, sess, model.backbone.dim, pp, hp, seed=3, threads=2, quiet=True, chunk_files=2)
+    want, owner, kept = naive.edit_contrastive_features(files, sess, pp, 4, 64, 150, 3, 2, parse_weights("grey=3,mirror=2"))
+    assert fp.feats.shape == want.shape == (20, 4, 1280) and np.array_equal(fp.feats, want)  # 80 views: batches of 64 + 16 against one of 80
+    assert np.array_equal(fp.owner, owner) and fp.files == kept
+
+
 def test_streamed_pass_is_quiet_when_asked(tmp_path, capsys):
     from hashtool.files.images import find_images
     from hashtool.train.methods.edit_contrastive import stream_features
