@@ -199,6 +199,21 @@ def test_streamed_features_equal_all_at_once(tmp_path, capsys, chunk, batch):
     assert sess.batches == [batch] * (total // batch) + ([total % batch] if total % batch else [])
 
 
+def test_streamed_pass_grows_past_a_short_header_count(tmp_path):
+    from unittest import mock
+
+    import naive
+    from hashtool.files.images import find_images
+    from hashtool.train.methods import edit_contrastive as ec
+
+    files = find_images(_mixed_folder(tmp_path / "photos"))
+    hp, pp = _stream_setup()
+    with mock.patch.object(ec, "header_instances", lambda path, side: 0):  # as if every file changed after its header was read
+        fp = ec.stream_features(files, _RowSession(), ROW_DIM, pp, hp, seed=7, threads=1, quiet=True, chunk_files=2, batch=4)
+    want, owner, kept = naive.edit_contrastive_features(files, _RowSession(), pp, 3, 64, 150, 7, 2)
+    assert np.array_equal(fp.feats, want) and np.array_equal(fp.owner, owner) and fp.files == kept
+
+
 @pytest.mark.slow
 def test_streamed_features_equal_all_at_once_through_the_real_backbone(tmp_path):
     import naive
