@@ -337,7 +337,8 @@ def stream_features(paths, sess, dim: int, preprocess: Preprocess, hp: dict, see
     (the same batches whatever ``chunk_files``). Only the pooled features stay, as **float16** (the head
     standardises them; training converts each batch to float32): ``views x dim x 2`` bytes per instance, 30 KiB at
     12 views and 60 KiB at 24 for the 1280-d backbone. A background thread makes the next chunk's views while the
-    backbone runs on this one, so the pixels of about two chunks are alive at a time, whatever the folder's size.
+    backbone runs on this one (``threads`` workers decode and edit), so the views of about two chunks, and up to
+    ``threads`` images decoded in full, are alive at a time, whatever the folder's size.
 
     Unreadable files are logged by path and reason and skipped (no instance; ``owner`` indexes the readable ones).
     Before the pass the feature memory is logged, from the instance count read from the image headers
