@@ -16,6 +16,14 @@ when ``d < th``, and the OR of those over a chunk is the answer. Once a query's 
 no chunk holds a hit, so that loop is nearly all the work; a chunk that does is handed, for that query
 only, to :func:`take_hits`, which computes its distances (:func:`block_distances`) and walks them.
 
+The byte-sliced loop. On AVX2 (without AVX-512 VPOPCNTDQ) a tile of at least ``SLICED_MIN_QUERIES``
+queries over 1, 2 or 4-word codes (:func:`sliced_pays`, a function of the tile) answers the same
+question with :mod:`hashtool.hashindex._sliced` instead: each block is transposed once per tile so that
+a vector lane holds one byte of 16 rows, each query gets per-byte lookup tables once per tile, and
+:func:`sliced_hits` takes every query's smallest distance per chunk in 2 lookups and 2 adds per query
+and 32 bytes (measured, one thread, 1e6 codes, 64 queries, CPU time at load 3-4: 3.2 -> 3.8-4.0e9 words/s
+at 64 bits, 3.0 -> 4.0-4.2e9 at 128, 2.3 -> 3.5-3.9e9 at 256).
+
 Selection by counting (no heap). Distances are integers in ``[0, nbits]``. Each query keeps a buffer of
 candidates in scan (= position) order and a threshold ``th``: a row is admitted only if ``d < th``. After
 every admission ``th`` becomes the exact k-th smallest distance admitted so far (a ``nbits + 2`` bin
@@ -43,12 +51,22 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from hashtool.hashindex._popcount import min_popcount4, popcount
+from hashtool.hashindex import _sliced as S
+from hashtool.hashindex._popcount import NIBBLE_LOOP, min_popcount4, popcount
 
 TILE_Q = 64
 BLOCK_WORDS = 2048
 CHUNK_WORDS = 256
 QB = 4
+SLICED_MIN_QUERIES = 8  # a tile of fewer queries keeps the row-major loops (the transposition would not pay)
+
+
+@njit(cache=True, nogil=True)
+def sliced_pays(nt, nw):
+    """Does a tile of ``nt`` queries over codes of ``nw`` words take the byte-sliced loop (:mod:`._sliced`)?
+
+    A function of the tile and the CPU only (AVX2 without AVX-512 VPOPCNTDQ: ``NIBBLE_LOOP``)."""
+    return NIBBLE_LOOP and (nw == 1 or nw == 2 or nw == 4) and nt >= SLICED_MIN_QUERIES
 
 
 @njit(cache=True, nogil=True)
@@ -297,6 +315,41 @@ def block_hits(words, nw, p0, p1, a, th, gn, flags):
 
 
 @njit(cache=True, nogil=True)
+def sliced_hits(words, nw, p0, p1, nunits, scratch, tables, to, a, th, flags):
+    """:func:`block_hits` for a group of QB queries over the byte-sliced block in ``scratch``.
+
+    ``scratch`` holds the first ``nunits`` whole units of rows p0..p1-1, transposed
+    (:func:`hashtool.hashindex._sliced.transpose_units`), and ``tables[to:]`` the lookup tables of the
+    group's queries (:func:`hashtool.hashindex._sliced.query_tables`); the rows past the whole units (the
+    tail of the range, fewer than a unit) are counted row by row here.
+    """
+    m = p1 - p0
+    chunk = CHUNK_WORDS // nw
+    upc = CHUNK_WORDS // S.UNIT_WORDS
+    covered = p0 + nunits * (S.UNIT_WORDS // nw)  # first row not in a whole unit
+    s63 = np.uint64(63)
+    for c in range((m + chunk - 1) // chunk):
+        u0 = c * upc
+        u1 = min(u0 + upc, nunits)
+        mins = np.int64(0xFFFFFFFF)
+        if u1 > u0:
+            if nw == 1:
+                mins = S.sliced_min4_w1(scratch, u0, u1 - u0, tables, to)
+            elif nw == 2:
+                mins = S.sliced_min4_w2(scratch, u0, u1 - u0, tables, to)
+            else:
+                mins = S.sliced_min4_w4(scratch, u0, u1 - u0, tables, to)
+        for j in range(QB):
+            hit = np.uint64(np.int64((mins >> (8 * j)) & 255) - th[j]) >> s63
+            for r in range(max(covered, p0 + c * chunk), min(p0 + (c + 1) * chunk, p1)):
+                d = 0
+                for w in range(nw):
+                    d += popcount(words[r * nw + w] ^ a[j * nw + w])
+                hit |= np.uint64(d - th[j]) >> s63
+            flags[c * QB + j] = np.int64(hit)
+
+
+@njit(cache=True, nogil=True)
 def take_hits(words, nw, s0, s1, q, qo, k, dist, bd, bp, hist, st):
     """Append the rows s0..s1-1 closer than the query's threshold to its candidates (scan order).
 
@@ -364,15 +417,30 @@ def knn_tile(words, nw, nbits, q, qa, qb, pa, pb, k, out_d, out_p, out_n):
     a = np.zeros(QB * nw, np.uint64)
     th = np.zeros(QB, np.int64)
     flags = np.zeros(QB * ((block + chunk - 1) // chunk), np.int64)
+    sliced = sliced_pays(nt, nw)
+    if sliced:  # the tile's lookup tables once, a transposed copy of each block once (see _sliced)
+        scratch = np.empty(BLOCK_WORDS, np.uint64)
+        tables = np.zeros(((nt + QB - 1) // QB) * QB * S.TABLE_BYTES, np.uint8)
+        for t in range(nt):
+            S.query_tables(q, (qa + t) * nw, nw, tables, t * S.TABLE_BYTES)
+    else:
+        scratch = np.empty(0, np.uint64)
+        tables = np.empty(0, np.uint8)
     for p0 in range(pa, pb, block):
         p1 = min(p0 + block, pb)
+        nunits = (p1 - p0) * nw // S.UNIT_WORDS
+        if sliced:
+            S.transpose_units(words, p0 * nw, nunits, scratch)
         for g in range(0, nt, QB):
             gn = min(QB, nt - g)
             for w in range(gn * nw):
                 a[w] = q[(qa + g) * nw + w]
             for j in range(QB):
                 th[j] = st[g + j, 1] if j < gn else 0
-            block_hits(words, nw, p0, p1, a, th, gn, flags)
+            if sliced:
+                sliced_hits(words, nw, p0, p1, nunits, scratch, tables, g * S.TABLE_BYTES, a, th, flags)
+            else:
+                block_hits(words, nw, p0, p1, a, th, gn, flags)
             # the flags used the thresholds of the block's start: take_hits re-checks with the current one
             for c in range((p1 - p0 + chunk - 1) // chunk):
                 for j in range(gn):
