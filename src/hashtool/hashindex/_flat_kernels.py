@@ -37,10 +37,11 @@ Range search (:func:`range_scan`) counts a block per query (:func:`block_count_b
 distances of the blocks that hold matches.
 
 Parallelism. The kernels are serial and release the GIL (``nogil=True``); :mod:`hashtool.hashindex._pool`
-runs them on Python threads. Many queries: each thread takes a share of the queries. Few queries: each
-thread takes a chunk of the database and selects its own top k, then a merge (chunk results are
-concatenated in chunk order, so rows of equal distance stay in position order and the same counting
-selection applies). Serial kernels compile in a fraction of the time of ``parallel=True`` ones, which
+runs them on Python threads. Many queries: each thread takes a share of the queries. Few queries: every
+thread scans the blocks it claims from a shared counter (:func:`claim`, an atomic add) with its own top k,
+then :func:`knn_merge` merges the threads' lists by (distance, position); a thread that starts late or is
+descheduled claims fewer blocks instead of holding the others up, and the answer is the same whoever took
+which block. Serial kernels compile in a fraction of the time of ``parallel=True`` ones, which
 matters for the first call of every process that has no cache.
 
 Every function is also valid plain Python, so the suite runs with ``NUMBA_DISABLE_JIT=1``.
@@ -48,11 +49,44 @@ Every function is also valid plain Python, so the suite runs with ``NUMBA_DISABL
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit
 
 from hashtool.hashindex import _sliced as S
 from hashtool.hashindex._popcount import NIBBLE_LOOP, min_popcount4, popcount
+
+if numba.config.DISABLE_JIT:
+    import threading
+
+    _claim_lock = threading.Lock()
+
+    def claim(counters, i):
+        """Atomically ``counters[i] += 1``, returning the old value (plain Python: under a lock)."""
+        with _claim_lock:
+            old = int(counters[i])
+            counters[i] = old + 1
+            return old
+
+else:
+    from llvmlite import ir
+    from numba import types
+    from numba.core import cgutils
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def claim(typingctx, counters, i):
+        """Atomically ``counters[i] += 1`` (LLVM ``atomicrmw add``), returning the old value."""
+        if not (isinstance(counters, types.Array) and counters.dtype == types.int64 and counters.ndim == 1):
+            return None
+
+        def codegen(context, builder, signature, args):
+            arr = context.make_array(signature.args[0])(context, builder, args[0])
+            ptr = cgutils.get_item_pointer(context, builder, signature.args[0], arr, [args[1]])
+            return builder.atomic_rmw("add", ptr, ir.Constant(ir.IntType(64), 1), "monotonic")
+
+        return types.int64(counters, types.int64), codegen
+
 
 TILE_Q = 64
 BLOCK_WORDS = 2048
@@ -396,8 +430,12 @@ def take_hits(words, nw, s0, s1, q, qo, k, dist, bd, bp, hist, st):
 
 
 @njit(cache=True, nogil=True)
-def knn_tile(words, nw, nbits, q, qa, qb, pa, pb, k, out_d, out_p, out_n):
+def knn_tile(words, nw, nbits, q, qa, qb, pa, pb, k, out_d, out_p, out_n, claims, ci):
     """Top k of rows pa..pb-1 for the tile of queries qa..qb-1 (rows qa..qb-1 of out_d/out_p/out_n).
+
+    Blocks in order, all of them when ``claims`` is empty; otherwise only those this thread claims from
+    the counter ``claims[ci]`` that every thread of the call shares (each thread still sees its blocks in
+    increasing position order, which the tie rule needs; the merge orders by (distance, position)).
 
     The database is read block by block (L1-sized); within a block, each group of QB queries is counted
     chunk by chunk (:func:`chunk_counts`), and only a chunk that holds a row below a query's threshold
@@ -426,7 +464,15 @@ def knn_tile(words, nw, nbits, q, qa, qb, pa, pb, k, out_d, out_p, out_n):
     else:
         scratch = np.empty(0, np.uint64)
         tables = np.empty(0, np.uint8)
-    for p0 in range(pa, pb, block):
+    nblocks = (pb - pa + block - 1) // block
+    shared = claims.shape[0] > 0
+    b = 0
+    while True:
+        bi = claim(claims, ci) if shared else b
+        b += 1
+        if bi >= nblocks:
+            break
+        p0 = pa + bi * block
         p1 = min(p0 + block, pb)
         nunits = (p1 - p0) * nw // S.UNIT_WORDS
         if sliced:
@@ -454,28 +500,50 @@ def knn_tile(words, nw, nbits, q, qa, qb, pa, pb, k, out_d, out_p, out_n):
 
 
 @njit(cache=True, nogil=True)
-def knn_scan(words, nw, nbits, q, qa, qb, pa, pb, k, out_d, out_p, out_n):
-    """Top k of rows pa..pb-1 for queries qa..qb-1, tile by tile (one task of the thread pool)."""
-    for ta in range(qa, qb, TILE_Q):
-        knn_tile(words, nw, nbits, q, ta, min(ta + TILE_Q, qb), pa, pb, k, out_d, out_p, out_n)
+def knn_scan(words, nw, nbits, q, qa, qb, pa, pb, k, out_d, out_p, out_n, claims):
+    """Top k of rows pa..pb-1 for queries qa..qb-1, tile by tile (one task of the thread pool).
+
+    ``claims``: empty (every block), or one shared block counter per tile (see :func:`knn_tile`)."""
+    for t, ta in enumerate(range(qa, qb, TILE_Q)):
+        knn_tile(words, nw, nbits, q, ta, min(ta + TILE_Q, qb), pa, pb, k, out_d, out_p, out_n, claims, t)
 
 
 @njit(cache=True, nogil=True)
-def knn_merge(cd, cp, cn, k, nbits, out_d, out_p, out_n):
-    """Merge per-chunk top-k lists (chunks in position order) into the final top k per query."""
-    nchunks = cn.shape[0]
+def knn_merge(cd, cp, cn, k, out_d, out_p, out_n):
+    """Merge per-thread top-k lists, each sorted by (distance, position), into the final top k per query.
+
+    A k-way merge by (distance, position): the threads' rows interleave in position (blocks are claimed),
+    so concatenating would not give position order within a distance.
+    """
+    nlists = cn.shape[0]
     nq = cn.shape[1]
-    bd = np.empty(nchunks * k + 1, np.int32)
-    bp = np.empty(nchunks * k + 1, np.int64)
-    hist = np.empty(nbits + 1, np.int64)
+    head = np.zeros(nlists, np.int64)
     for qi in range(nq):
-        c = np.int64(0)  # not a literal: emit gets one specialisation
-        for ch in range(nchunks):
-            for i in range(cn[ch, qi]):
-                bd[c] = cd[ch, qi, i]
-                bp[c] = cp[ch, qi, i]
-                c += 1
-        out_n[qi] = emit(bd, bp, c, k, hist, out_d[qi], out_p[qi])
+        for c in range(nlists):
+            head[c] = 0
+        o = 0
+        while o < k:
+            best = -1
+            for c in range(nlists):
+                h = head[c]
+                if h < cn[c, qi]:
+                    if best < 0:
+                        best = c
+                    else:
+                        hb = head[best]
+                        d, bd = cd[c, qi, h], cd[best, qi, hb]
+                        if d < bd or (d == bd and cp[c, qi, h] < cp[best, qi, hb]):
+                            best = c
+            if best < 0:
+                break
+            out_d[qi, o] = cd[best, qi, head[best]]
+            out_p[qi, o] = cp[best, qi, head[best]]
+            head[best] += 1
+            o += 1
+        out_n[qi] = o
+        for r in range(o, k):
+            out_d[qi, r] = -1
+            out_p[qi, r] = -1
 
 
 @njit(cache=True, nogil=True)

@@ -17,6 +17,7 @@ from hashtool.hashindex._base import BaseIndex
 # thread: one query, or a handful, must still keep every core busy.
 _TILES_PER_THREAD = 2
 _MIN_CHUNK_ROWS = 4096
+_NO_CLAIMS = np.zeros(0, dtype=np.int64)
 PLANS = ("empty", "numpy", "queries", "database")
 
 
@@ -58,17 +59,18 @@ def flat_knn(words, nw, nbits, n, q, k, threads, engine="numba"):
     out_p = np.empty((nq, k), dtype=np.int64)
     out_n = np.empty(nq, dtype=np.int64)
     if plan == "queries":
-        tasks = [(words, nw, nbits, q, qa, qb, 0, n, k, out_d, out_p, out_n) for qa, qb in _pool.split(nq, threads)]
+        tasks = [(words, nw, nbits, q, qa, qb, 0, n, k, out_d, out_p, out_n, _NO_CLAIMS) for qa, qb in _pool.split(nq, threads)]
         _pool.run(threads, K.knn_scan, tasks)
     elif plan == "database":
-        chunks = _db_chunks(n, threads)
-        nchunks = len(chunks)
-        cd = np.empty((nchunks, nq, k), dtype=np.int32)
-        cp = np.empty((nchunks, nq, k), dtype=np.int64)
-        cn = np.empty((nchunks, nq), dtype=np.int64)
-        tasks = [(words, nw, nbits, q, 0, nq, pa, pb, k, cd[c], cp[c], cn[c]) for c, (pa, pb) in enumerate(chunks)]
+        # every thread scans the blocks it claims from one shared counter per tile: a thread that starts
+        # late or is descheduled simply claims fewer (the answer does not depend on who took which)
+        claims = np.zeros((nq + K.TILE_Q - 1) // K.TILE_Q, dtype=np.int64)
+        cd = np.empty((threads, nq, k), dtype=np.int32)
+        cp = np.empty((threads, nq, k), dtype=np.int64)
+        cn = np.empty((threads, nq), dtype=np.int64)
+        tasks = [(words, nw, nbits, q, 0, nq, 0, n, k, cd[t], cp[t], cn[t], claims) for t in range(threads)]
         _pool.run(threads, K.knn_scan, tasks)
-        K.knn_merge(cd, cp, cn, k, nbits, out_d, out_p, out_n)
+        K.knn_merge(cd, cp, cn, k, out_d, out_p, out_n)
     return out_d, out_p
 
 
