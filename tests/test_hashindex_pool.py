@@ -1,5 +1,6 @@
 """The thread crew that runs the kernels (hashindex._pool), and the database split that shares blocks."""
 
+import os
 import threading
 import time
 from unittest import mock
@@ -117,3 +118,32 @@ def test_knn_merge_orders_interleaved_lists_by_distance_then_position(seed, nlis
     np.testing.assert_array_equal(out_d, want_d)
     np.testing.assert_array_equal(out_p, want_p)
     np.testing.assert_array_equal(out_n, (want_p >= 0).sum(axis=1))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork only")
+def test_a_forked_child_gets_its_own_crew():
+    """The parent's workers do not exist in a forked child: the child makes its own instead of waiting for them."""
+    rng = np.random.default_rng(5)
+    db = rng.integers(0, 256, (20_000, 8), dtype=np.uint8)
+    index = FlatIndex(64, threads=2)
+    index.add(db)
+    want = index.search(db[:1], 5)  # the parent's crew exists now
+    pid = os.fork()
+    if pid == 0:  # the child: exit status 0 when the 2-thread answers are right
+        ok = False
+        try:
+            got = index.search(db[:1], 5)
+            ok = bool((got[0] == want[0]).all() and (got[1] == want[1]).all())
+            ok = ok and _pool.run(2, lambda i: i, [(1,), (2,), (3,)]) == [1, 2, 3]
+        finally:
+            os._exit(0 if ok else 1)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    pytest.fail("the forked child hung waiting for its parent's workers")

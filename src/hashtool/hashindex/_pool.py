@@ -75,10 +75,9 @@ class _Worker:
 
 
 class _Crew:
-    """``threads - 1`` workers for one caller at a time (``busy``), in the process that made them."""
+    """``threads - 1`` workers for one caller at a time (``busy``)."""
 
     def __init__(self, threads: int):
-        self.pid = os.getpid()
         self.busy = threading.Lock()
         self.workers = [_Worker() for _ in range(threads - 1)]
 
@@ -86,9 +85,21 @@ class _Crew:
 def _crew(threads: int) -> _Crew:
     with _lock:
         crew = _crews.get(threads)
-        if crew is None or crew.pid != os.getpid():  # a forked child has the object but not the threads
+        if crew is None:
             crew = _crews[threads] = _Crew(threads)
         return crew
+
+
+def _forget_threads() -> None:
+    """In a forked child: the parent's threads (and any lock one of them held) do not exist here."""
+    global _lock
+    _lock = threading.Lock()
+    _crews.clear()
+    _pools.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_threads)
 
 
 def run(threads: int, fn, tasks) -> list:
