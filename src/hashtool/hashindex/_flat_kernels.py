@@ -37,7 +37,7 @@ Range search (:func:`range_scan`) counts a block per query (:func:`block_count_b
 distances of the blocks that hold matches.
 
 Parallelism. The kernels are serial and release the GIL (``nogil=True``); :mod:`hashtool.hashindex._pool`
-runs them on Python threads. Many queries: each thread takes a share of the queries. Few queries: every
+runs them on Python threads. Many queries: the threads take tiles of queries in turn. Few queries: every
 thread scans the blocks it claims from a shared counter (:func:`claim`, an atomic add) with its own top k,
 then :func:`knn_merge` merges the threads' lists by (distance, position); a thread that starts late or is
 descheduled claims fewer blocks instead of holding the others up, and the answer is the same whoever took
