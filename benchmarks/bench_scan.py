@@ -133,18 +133,26 @@ def single_query(n, k, threads, count) -> list[dict]:
 
 
 def scan_asm() -> dict:
-    """Popcount instructions and stack traffic in a fresh compilation of the flat scan's counting loop."""
+    """Popcount instructions in fresh compilations of the flat scan's counting loops: the row-major one
+    (``block_hits``) and the byte-sliced one (``sliced_hits``, AVX2 only)."""
     from numba import njit, types
 
     from hashtool.hashindex import _flat_kernels as K
 
     arr_u = types.Array(types.uint64, 1, "C")
     arr_i = types.Array(types.int64, 1, "C")
-    sig = (arr_u, types.int64, types.int64, types.int64, arr_u, arr_i, types.int64, arr_i)
-    fresh = njit(nogil=True)(K.block_hits.py_func)
-    fresh.compile(sig)
-    asm = fresh.inspect_asm(sig)
-    return {name: len(re.findall(rf"\b{name}\b", asm)) for name in ("vpshufb", "vpsadbw", "vpminub", "popcntq", "vpopcntq")}
+    arr_b = types.Array(types.uint8, 1, "C")
+    i64 = types.int64
+    sigs = {"block_hits": (arr_u, i64, i64, i64, arr_u, arr_i, i64, arr_i)}
+    if K.NIBBLE_LOOP:
+        sigs["sliced_hits"] = (arr_u, i64, i64, i64, i64, arr_u, arr_b, i64, arr_u, arr_i, arr_i)
+    out = {}
+    for name, sig in sigs.items():
+        fresh = njit(nogil=True)(getattr(K, name).py_func)
+        fresh.compile(sig)
+        asm = fresh.inspect_asm(sig)
+        out[name] = {i: len(re.findall(rf"\b{i}\b", asm)) for i in ("vpshufb", "vpsadbw", "vpminub", "popcntq", "vpopcntq")}
+    return out
 
 
 def markdown(rows, stamp) -> str:
@@ -188,7 +196,7 @@ def main(argv=None):
     stamp["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     if args.asm:
         stamp["asm"] = scan_asm()
-    md = markdown(rows, stamp) + (f"\n\nblock_hits instructions: {stamp['asm']}" if args.asm else "")
+    md = markdown(rows, stamp) + (f"\n\nscan loop instructions: {stamp['asm']}" if args.asm else "")
     print(md)
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

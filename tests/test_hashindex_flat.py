@@ -1,6 +1,7 @@
 """The flat scan's kernels against the naive twin, on the shapes their code paths turn on, and the rule that
 picks a scan's path (a function of the call only)."""
 
+import functools
 import json
 import os
 import subprocess
@@ -58,6 +59,11 @@ def problems(draw):
 @given(problems(), st.sampled_from([50, 4096]))
 def test_flat_knn_equals_naive_on_every_kernel_path(problem, min_chunk_rows):
     """Both splits (a small ``_MIN_CHUNK_ROWS`` splits even small databases across threads and merges)."""
+    check_knn(problem, min_chunk_rows)
+
+
+def check_knn(problem, min_chunk_rows):
+    """FlatIndex's k-NN of a drawn problem, with ``_MIN_CHUNK_ROWS`` patched, equals the naive twin."""
     nbits, db, q, k, threads = problem
     index = FlatIndex(nbits, threads=threads)
     index.add(db)
@@ -232,3 +238,93 @@ def test_the_portable_loop_on_a_cpu_without_avx2(tmp_path):
     want_d, want_i = knn_search(q, db, np.arange(len(db)), 50)
     assert nibble_loop is False
     assert d == want_d.tolist() and i == want_i.tolist()
+
+
+# ---------------------------------------------------------------------------------------------- byte-sliced loop
+SLICED = not NOJIT and flat_module.K.NIBBLE_LOOP
+
+
+@functools.cache
+def _sliced_run():
+    """Transpose units, write 4 queries' tables, take their smallest distances (compiled once)."""
+    from numba import njit
+
+    from hashtool.hashindex import _sliced as S
+
+    @njit
+    def run(words, woff, nunits, uoff, q, nw):
+        scratch = np.empty(nunits * S.UNIT_WORDS, np.uint64)
+        tables = np.zeros(4 * S.TABLE_BYTES, np.uint8)
+        S.transpose_units(words, woff, nunits, scratch)
+        for s in range(4):
+            S.query_tables(q, s * nw, nw, tables, s * S.TABLE_BYTES)
+        if nw == 1:
+            return S.sliced_min4_w1(scratch, uoff, nunits - uoff, tables, 0)
+        if nw == 2:
+            return S.sliced_min4_w2(scratch, uoff, nunits - uoff, tables, 0)
+        return S.sliced_min4_w4(scratch, uoff, nunits - uoff, tables, 0)
+
+    return run
+
+
+@pytest.mark.skipif(not SLICED, reason="the byte-sliced loop runs only on AVX2 with the JIT")
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([1, 2, 4]), st.integers(1, 9), st.integers(0, 8), st.integers(0, 3))
+def test_sliced_min4_equals_numpy(seed, nw, nunits, woff, special):
+    """Transpose ``nunits`` units from word ``woff`` and take the 4 queries' smallest distance over a range of
+    them; one query at distance 0 (a stored row), one at the largest distance (256 bits: saturated to 255)."""
+    from hashtool.hashindex import _sliced as S
+
+    run = _sliced_run()
+    rng = np.random.default_rng(seed)
+    woff *= nw
+    uoff = int(rng.integers(0, nunits))
+    words = rng.integers(0, 2**64, woff + S.UNIT_WORDS * nunits + 3, dtype=np.uint64)
+    q = rng.integers(0, 2**64, 4 * nw, dtype=np.uint64)
+    rows = words[woff + uoff * S.UNIT_WORDS: woff + nunits * S.UNIT_WORDS].reshape(-1, nw)
+    q[special * nw:(special + 1) * nw] = rows[rng.integers(0, len(rows))]
+    q[((special + 1) % 4) * nw:((special + 1) % 4 + 1) * nw] = ~rows[rng.integers(0, len(rows))]
+    got = run(words, woff, nunits, uoff, q, nw)
+    want = [min(255, int(np.bitwise_count(rows ^ q[s * nw:(s + 1) * nw]).sum(axis=1).min())) for s in range(4)]
+    assert [(got >> (8 * s)) & 255 for s in range(4)] == want
+
+
+@st.composite
+def tiles(draw):
+    """Tiles of at least SLICED_MIN_QUERIES queries (the byte-sliced loop) at 64, 128 and 256 bits, databases
+    whose size leaves a tail past the last whole unit, ties at every distance, k > n."""
+    nbits = draw(st.sampled_from([64, 128, 256]))
+    n = draw(st.integers(0, 5000))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    nq = draw(st.integers(flat_module.K.SLICED_MIN_QUERIES, 80))
+    q = rng.integers(0, 256, (nq, nbits // 8), dtype=np.uint8)
+    style = draw(st.sampled_from(["uniform", "few", "descending", "near"]))
+    if style == "uniform" or n == 0:
+        db = rng.integers(0, 256, (n, nbits // 8), dtype=np.uint8)
+    elif style == "few":
+        pool = rng.integers(0, 256, (int(rng.integers(1, 6)), nbits // 8), dtype=np.uint8)
+        db = pool[rng.integers(0, len(pool), n)]
+        q[: nq // 2] = pool[0]
+    elif style == "near":  # rows a few bits from the queries, at the end of the range too (the tail rows)
+        base = q[rng.integers(0, nq, n)]
+        bits = np.unpackbits(base, axis=1)
+        db = np.packbits(bits ^ (rng.random(bits.shape) < 0.03), axis=1)
+    else:
+        db = descending(rng, n, nbits, q[0])
+    k = draw(st.one_of(st.integers(1, 12), st.integers(1, n + 5)))
+    return nbits, db, q, k, draw(st.sampled_from([1, 2]))
+
+
+@pytest.mark.skipif(not SLICED, reason="the byte-sliced loop runs only on AVX2 with the JIT")
+@settings(max_examples=60, deadline=None)
+@given(tiles(), st.sampled_from([50, 4096]))
+def test_flat_knn_on_the_sliced_loop_equals_naive(problem, min_chunk_rows):
+    check_knn(problem, min_chunk_rows)
+
+
+def test_the_sliced_loop_rule_is_a_function_of_the_tile():
+    K = flat_module.K
+    for nw in (1, 2, 3, 4, 5):
+        for nt in (1, 4, K.SLICED_MIN_QUERIES - 1, K.SLICED_MIN_QUERIES, 64):
+            want = bool(K.NIBBLE_LOOP) and nw in (1, 2, 4) and nt >= K.SLICED_MIN_QUERIES
+            assert K.sliced_pays(nt, nw) == want

@@ -17,6 +17,7 @@ from hashtool.hashindex._base import BaseIndex
 # thread: one query, or a handful, must still keep every core busy.
 _TILES_PER_THREAD = 2
 _MIN_CHUNK_ROWS = 4096
+_NO_CLAIMS = np.zeros(0, dtype=np.int64)
 PLANS = ("empty", "numpy", "queries", "database")
 
 
@@ -24,10 +25,11 @@ def scan_plan(nq: int, n: int, nw: int, threads: int, engine: str = "numba") -> 
     """How a scan of ``nq`` queries against ``n`` codes of ``nw`` words runs, from those inputs alone.
 
     ``"empty"``: nothing to scan; ``"numpy"``: the numpy scan (``engine="numpy"`` and a small call, see
-    :func:`hashtool.hashindex._numpy_scan.use_numpy`); ``"queries"``: the kernels, each thread taking a
-    share of the queries; ``"database"``: the kernels, each thread taking a range of the database (few
-    queries: one query still keeps every core busy), then a merge. No process-wide state takes part, so
-    the same call takes the same path in every process and thread.
+    :func:`hashtool.hashindex._numpy_scan.use_numpy`); ``"queries"``: the kernels, the threads taking
+    tiles of queries in turn; ``"database"``: the kernels, the threads claiming blocks of the database in
+    turn (few queries: one query still keeps every core busy), then a merge. Within a tile, the loop is
+    :func:`hashtool.hashindex._flat_kernels.sliced_pays`'s choice (the tile's size and the code length).
+    No process-wide state takes part, so the same call takes the same path in every process and thread.
     """
     if nq == 0 or n == 0:
         return "empty"
@@ -58,17 +60,20 @@ def flat_knn(words, nw, nbits, n, q, k, threads, engine="numba"):
     out_p = np.empty((nq, k), dtype=np.int64)
     out_n = np.empty(nq, dtype=np.int64)
     if plan == "queries":
-        tasks = [(words, nw, nbits, q, qa, qb, 0, n, k, out_d, out_p, out_n) for qa, qb in _pool.split(nq, threads)]
+        # one task per tile, taken by whichever thread is free: a descheduled thread delays one tile
+        tiles = [(qa, min(qa + K.TILE_Q, nq)) for qa in range(0, nq, K.TILE_Q)] if threads > 1 else [(0, nq)]
+        tasks = [(words, nw, nbits, q, qa, qb, 0, n, k, out_d, out_p, out_n, _NO_CLAIMS) for qa, qb in tiles]
         _pool.run(threads, K.knn_scan, tasks)
     elif plan == "database":
-        chunks = _db_chunks(n, threads)
-        nchunks = len(chunks)
-        cd = np.empty((nchunks, nq, k), dtype=np.int32)
-        cp = np.empty((nchunks, nq, k), dtype=np.int64)
-        cn = np.empty((nchunks, nq), dtype=np.int64)
-        tasks = [(words, nw, nbits, q, 0, nq, pa, pb, k, cd[c], cp[c], cn[c]) for c, (pa, pb) in enumerate(chunks)]
+        # every thread scans the blocks it claims from one shared counter per tile: a thread that starts
+        # late or is descheduled simply claims fewer (the answer does not depend on who took which)
+        claims = np.zeros((nq + K.TILE_Q - 1) // K.TILE_Q, dtype=np.int64)
+        cd = np.empty((threads, nq, k), dtype=np.int32)
+        cp = np.empty((threads, nq, k), dtype=np.int64)
+        cn = np.empty((threads, nq), dtype=np.int64)
+        tasks = [(words, nw, nbits, q, 0, nq, 0, n, k, cd[t], cp[t], cn[t], claims) for t in range(threads)]
         _pool.run(threads, K.knn_scan, tasks)
-        K.knn_merge(cd, cp, cn, k, nbits, out_d, out_p, out_n)
+        K.knn_merge(cd, cp, cn, k, out_d, out_p, out_n)
     return out_d, out_p
 
 
