@@ -69,6 +69,7 @@ def test_adapter_undoes_the_normalisation_maps_to_minus_one_one_and_copies_grey(
 TINY_HP = ["--hp", "image_size=32", "--hp", "steps=6", "--hp", "batch=16", "--hp", "neighbours=3", "--hp", "knn_dims=8"]
 
 
+@pytest.mark.slow
 def test_trains_on_a_tiny_dataset_stores_its_evaluation_exports_and_onnx_codes_equal_torch(tmp_path):
     from hashtool.datasets import load_dataset, make_splits
     from hashtool.encode import Encoder
