@@ -32,7 +32,9 @@ Why (the lead's measurements, Fashion-MNIST, the protocol of ``benchmarks/qualit
 The neighbours agree with the label 82% of the time at K = 10. The temperature matters: 0.5 gave 0.528, 1.0 0.620,
 2.0 0.642. A low temperature pushes apart every pair but the positive, so images of the same class, which are
 many in a batch, are spread over the cube and the whole-ranking mAP falls; a high one asks only that neighbours be
-nearer than the rest. ``benchmarks/RESULTS.md`` holds the table measured with this code.
+nearer than the rest. Measured with this code (``benchmarks/RESULTS.md``, same run as ITQ, defaults, 2 threads):
+0.596 / 0.638 / 0.650 at 16 / 32 / 64 bits against ITQ on pixels 0.449 / 0.472 / 0.477 and ITQ on the same
+backbone features 0.514 / 0.543 / 0.555; 191 to 212 s of training on a quiet machine (the feature pass about half).
 """
 
 from __future__ import annotations
