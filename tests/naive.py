@@ -493,3 +493,14 @@ def copy_top1_hits(query_codes, target, db_codes, owner):
         ties = sum(1 for j in others if d[i, j] == d[i, t])
         out.append(min(1.0, max(0.0, (1 - less) / (ties + 1.0))))
     return np.asarray(out, dtype=np.float64)
+
+
+def feature_neighbours(x, k):
+    """For each row i, the k rows j != i with the largest dot product, largest first, ties to the lower j, the slow
+    way: every dot product (float64), then a sort by (-dot, j)."""
+    x = np.asarray(x, dtype=np.float64)
+    out = np.empty((len(x), k), dtype=np.int64)
+    for i in range(len(x)):
+        dots = [(-float(np.dot(x[i], x[j])), j) for j in range(len(x)) if j != i]
+        out[i] = [j for _, j in sorted(dots)[:k]]
+    return out

@@ -91,7 +91,8 @@ def _features(x, dim: int | None = None) -> np.ndarray:
     return x
 
 
-def _pca(x: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+def pca(x: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """The mean (float64, d) and the top ``bits`` principal directions (d, bits) of ``x``, each with a fixed sign."""
     mean = x.mean(axis=0, dtype=np.float64)
     xc = x.astype(np.float64) - mean
     cov = xc.T @ xc / max(1, len(x) - 1)
@@ -136,9 +137,9 @@ def fit_baseline(method: str, x, bits: int, seed: int = 0, iterations: int = ITQ
         mean = x.mean(axis=0, dtype=np.float64)
         W = rng.standard_normal((d, bits))
     elif method == "pcah":
-        mean, W = _pca(x, bits)
+        mean, W = pca(x, bits)
     else:
-        mean, P = _pca(x, bits)
+        mean, P = pca(x, bits)
         V = (x.astype(np.float64) - mean) @ P
         R = itq_rotation(V, iterations, rng)
         W = P @ R

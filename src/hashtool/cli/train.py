@@ -112,11 +112,12 @@ def _train(method, bits, data, output, epochs, epoch_images, batch_size, lr, aug
     from hashtool.errors import ArgumentError
 
     check_nbits(bits)
-    fitted = _own_procedure(method)
-    if fitted is not None:
-        return _train_own(fitted, method, bits, data, output, lr, batch_size, hp, seed, threads, quiet,
-                          epochs=epochs, epoch_images=epoch_images, augment=augment, select=select, resume=resume or None, preset=preset,
-                          labeled_fraction=None if labeled_fraction == 1.0 else labeled_fraction, device=None if device == "cpu" else device)
+    own = _own_procedure(method)
+    unsupported = {"epochs": epochs, "epoch_images": epoch_images, "augment": augment, "select": select, "resume": resume or None,
+                   "preset": preset, "labeled_fraction": None if labeled_fraction == 1.0 else labeled_fraction,
+                   "device": None if device == "cpu" else device}
+    if own is not None and own.data == "folder":
+        return _train_own(own.fit, method, bits, data, output, lr, batch_size, hp, seed, threads, quiet, **unsupported)
     dataset = load_dataset(data, image_size=image_size, color=color)
     splits = make_splits(dataset, n_query=queries, n_val=n_val, seed=seed)
     if method in SHALLOW:
@@ -132,6 +133,8 @@ def _train(method, bits, data, output, epochs, epoch_images, batch_size, lr, aug
         import torch  # noqa: F401
     except ImportError:
         raise ArgumentError(f"--method {method} needs PyTorch: pip install 'hashtool[train]' (itq, lsh and pcah work without it)") from None
+    if own is not None:
+        return _train_own_dataset(own, splits, output, bits, lr, batch_size, hp, seed, threads, quiet, no_eval, **unsupported)
     from hashtool.train.engine import TrainConfig, train
 
     cfg = TrainConfig(method=method, bits=bits, epochs=epochs, epoch_images=epoch_images, batch_size=batch_size, lr=lr, seed=seed, device=device,
@@ -150,7 +153,8 @@ def _train(method, bits, data, output, epochs, epoch_images, batch_size, lr, aug
 
 
 def _own_procedure(method):
-    """The ``fit`` of a deep method that trains through its own procedure (photo folders), else None."""
+    """The registered Method of a deep method that trains through its own procedure (its ``fit``; its ``data``
+    says whether ``--data`` is a folder of photos or a dataset), else None."""
     if method in SHALLOW:
         return None
     try:
@@ -158,7 +162,15 @@ def _own_procedure(method):
     except ImportError:
         return None  # no torch: the engine path below says what to install
     m = METHODS.get(method)
-    return m.fit if m is not None else None
+    return m if m is not None and m.fit is not None else None
+
+
+def _refuse_unsupported(method, unsupported: dict) -> None:
+    from hashtool.errors import ArgumentError
+
+    for name, value in unsupported.items():
+        if value is not None:
+            raise ArgumentError(f"--{name.replace('_', '-')} does not apply to --method {method} (it has its own schedule; see --hp)")
 
 
 def _train_own(fit, method, bits, data, output, lr, batch_size, hp, seed, threads, quiet, **unsupported):
@@ -169,9 +181,7 @@ def _train_own(fit, method, bits, data, output, lr, batch_size, hp, seed, thread
     from hashtool.errors import ArgumentError
     from hashtool.train.engine import TrainConfig
 
-    for name, value in unsupported.items():
-        if value is not None:
-            raise ArgumentError(f"--{name.replace('_', '-')} does not apply to --method {method} (it has its own schedule; see --hp)")
+    _refuse_unsupported(method, unsupported)
     if not Path(data).is_dir():
         raise ArgumentError(f"--data {data}: --method {method} trains on a folder of photos (any images, no labels needed)")
     cfg = TrainConfig(method=method, bits=bits, lr=lr, batch_size=batch_size, seed=seed, threads=threads, hparams=hp, quiet=quiet)
@@ -181,6 +191,30 @@ def _train_own(fit, method, bits, data, output, lr, batch_size, hp, seed, thread
             "protocol_text": meta["protocol"]["description"], "train_seconds": meta["train_seconds"],
             "wall_seconds": time.perf_counter() - t0, "selected_step": meta["selected_step"],
             "metrics": {"val_copy_top1": meta["val_copy_top1"]}}
+
+
+def _train_own_dataset(own, splits, output, bits, lr, batch_size, hp, seed, threads, quiet, no_eval, **unsupported):
+    """Methods such as neighbour-contrastive: their own procedure on the engine's splits, then the standard
+    evaluation (stored in the checkpoint), as for the engine's methods."""
+    import time
+
+    from hashtool.errors import DatasetError
+    from hashtool.train.engine import TrainConfig
+
+    _refuse_unsupported(own.name, unsupported)
+    if not no_eval and splits.part("query")[1] is None:
+        raise DatasetError(f"{splits.dataset.name} has no labels, so there is nothing to evaluate: pass --no-eval to train "
+                           f"--method {own.name} without evaluating it (nothing was trained or written); for a folder of "
+                           "photos, --method edit-contrastive has its own protocol of edited copies")
+    cfg = TrainConfig(method=own.name, bits=bits, lr=lr, batch_size=batch_size, seed=seed, threads=threads, hparams=hp, quiet=quiet)
+    t0 = time.perf_counter()
+    _, meta, metrics = own.fit(cfg, splits, output, quiet=quiet, evaluate=not no_eval)
+    result = {"model": str(output), "method": own.name, "bits": bits, "protocol": splits.protocol(),
+              "protocol_text": splits.describe(), "train_seconds": meta["train_seconds"],
+              "wall_seconds": time.perf_counter() - t0, "selected_step": meta["selected_step"]}
+    if metrics is not None:
+        result["metrics"] = metrics
+    return result
 
 
 def _train_shallow(method, bits, splits, output, seed, no_eval, quiet):

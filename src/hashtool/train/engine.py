@@ -118,7 +118,8 @@ def _log(cfg: TrainConfig, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-def _val_map(real: np.ndarray, labels: np.ndarray, rule: str) -> float | None:
+def val_map(real: np.ndarray, labels: np.ndarray, rule: str) -> float | None:
+    """Validation mAP: up to :data:`VAL_MAP_QUERIES` of the images query the rest (None without labels)."""
     from hashtool.evaluate import retrieval_metrics
 
     if labels is None or len(real) < 4 or (labels < 0).all():
@@ -151,6 +152,15 @@ def _preset(method: Method, preset: str | None) -> dict:
         have = ", ".join(sorted(method.presets)) or "none"
         raise ArgumentError(f"--preset {preset!r}: method {method.name!r} has no such preset (it has: {have})")
     return method.presets[preset]
+
+
+def dataset_preprocess(method: Method, ds) -> Preprocess:
+    """The model's input for dataset ``ds``: its image size and colour mode, normalised by the method's mean and
+    standard deviation (a one-value pair repeated per channel)."""
+    h, w, c = ds.shape_hwc
+    mean = method.mean if c == len(method.mean) else tuple(method.mean[:1]) * c
+    std = method.std if c == len(method.std) else tuple(method.std[:1]) * c
+    return Preprocess(height=h, width=w, color=ds.color, mean=mean, std=std)
 
 
 @dataclass
@@ -258,10 +268,7 @@ def prepare_run(cfg: TrainConfig, splits, extra_meta: dict | None = None) -> Run
         raise ArgumentError(f"--method {method.name} needs labels, but dataset {ds.name} has none")
     if cfg.labeled_fraction < 1.0 and not (method.supervised and method.semi_supervised):
         raise ArgumentError(f"--labeled-fraction applies to semi-supervised methods; {method.name} does not use it")
-    h, w, c = ds.shape_hwc
-    mean = method.mean if c == len(method.mean) else tuple(method.mean[:1]) * c
-    std = method.std if c == len(method.std) else tuple(method.std[:1]) * c
-    preprocess = Preprocess(height=h, width=w, color=ds.color, mean=mean, std=std)
+    preprocess = dataset_preprocess(method, ds)
     phases = scaled_phases(method, settings.hparams, cfg.epochs, cfg.lr)
     augment = parse_augment(settings.augment)
 
@@ -456,7 +463,7 @@ def _validate(method: Method, model, val: TrainData, val_labels, ctx: Context, b
     out = {"val_loss": total / max(n, 1), **{f"val_{k}": v / max(n, 1) for k, v in sums.items() if k == "acc"},
            "binary": binary_share(real, model.binarize),
            "bit_balance": float(np.abs(binarize(real, model.binarize).mean(axis=0) - 0.5).mean())}
-    vm = _val_map(real, val_labels, model.binarize) if val_labels is not None else None
+    vm = val_map(real, val_labels, model.binarize) if val_labels is not None else None
     if vm is not None:
         out["val_map"] = vm
     model.train()

@@ -53,6 +53,15 @@ How to add a method (one module in this package, imported at the bottom of this 
    (e.g. raise a tanh slope, re-estimate codewords from the whole training set; ``data`` is the
    :class:`hashtool.train.data.TrainData` with ``images``/``labels``/``labeled`` tensors of the split).
 
+Own procedures. A method with ``fit`` trains outside the engine's loop; ``data`` says what ``--data`` it takes:
+
+* ``data="folder"`` (``edit-contrastive``): any folder of photos, no labels, its own validation protocol;
+  ``fit(TrainConfig, folder, out_path, quiet) -> (model, meta)``;
+* ``data="dataset"`` (``neighbour-contrastive``): a dataset the engine loads, with the engine's seeded splits,
+  evaluated on the standard protocol like every engine method (the same metrics, stored in the checkpoint by
+  :func:`hashtool.train.evaluation.score_codes`); ``fit(TrainConfig, splits, out_path, quiet, evaluate) ->
+  (model, meta, metrics or None)``.
+
 A :class:`Phase` is ``(name, epochs, lr, lr_end=None, schedule="constant"|"linear"|"cosine",
 params=None|callable(model)->parameters, select=True, warmup=0.0)``; a fresh Adam optimiser is made per phase over
 ``params(model)`` (default: all parameters); ``select=False`` keeps the phase's epochs out of model
@@ -72,6 +81,7 @@ import torch
 
 SELECT_RULES = ("last", "val_loss", "val_map")
 SCHEDULES = ("constant", "linear", "cosine")
+DATA_KINDS = ("dataset", "folder")
 
 
 @dataclass
@@ -167,7 +177,8 @@ class Method:
     summary: str = ""
     presets: dict = field(default_factory=dict)  # name -> {"hparams": {...}, "augment": ..., "batch_size": ...}
     semi_hparams: dict = field(default_factory=dict)  # hparams over the defaults when --labeled-fraction < 1
-    fit: Callable | None = None  # a method with its own procedure: fit(TrainConfig, folder, out_path, quiet) -> (model, meta)
+    fit: Callable | None = None  # a method with its own procedure (see "Own procedures" in the module docstring)
+    data: str = "dataset"  # what --data it takes: "dataset" (the engine's datasets, with splits) or "folder" (of photos)
 
 
 METHODS: dict[str, Method] = {}
@@ -176,6 +187,8 @@ METHODS: dict[str, Method] = {}
 def register_method(method: Method) -> Method:
     if method.name in METHODS:
         raise ValueError(f"method {method.name!r} registered twice")
+    if method.data not in DATA_KINDS:
+        raise ValueError(f"method {method.name!r}: data must be one of {DATA_KINDS}")
     if method.select not in SELECT_RULES:
         raise ValueError(f"method {method.name!r}: select must be one of {SELECT_RULES}")
     METHODS[method.name] = method
@@ -197,3 +210,4 @@ from hashtool.train.methods import nin_latent  # noqa: E402,F401
 from hashtool.train.methods import adalabel  # noqa: E402,F401
 from hashtool.train.methods import edit_contrastive  # noqa: E402,F401
 from hashtool.train.methods import contrastive  # noqa: E402,F401
+from hashtool.train.methods import neighbour_contrastive  # noqa: E402,F401

@@ -58,10 +58,9 @@ import torch
 from torch import nn
 
 from hashtool.edits import parse_weights
-from hashtool.encode.encoder import OPSET
 from hashtool.errors import ArgumentError, DatasetError, ModelError
 from hashtool.preprocess import RESIZE_POLICIES, Preprocess
-from hashtool.train.backbone import LICENCE, Backbone
+from hashtool.train.backbone import BACKBONE_BATCH, LICENCE, Backbone, backbone_features, backbone_session  # noqa: F401  (re-exported)
 from hashtool.train.contrastive import code_contrastive_loss
 from hashtool.train.methods import Method, get_method, register_method
 from hashtool.train.models import HashConfig, HashModel, register_model
@@ -190,7 +189,6 @@ class EditContrastiveModel(HashModel):
 # -- data: instances, views, cached features ------------------------------------------------------
 
 CHUNK_FILES = 32  # files decoded, edited and run through the backbone together (see stream_features)
-BACKBONE_BATCH = 64  # views per onnxruntime call
 MIN_FILES = 4  # readable images a folder needs
 PROGRESS_SECONDS = 5.0  # at most one progress line on stderr this often (and one when the pass ends)
 
@@ -406,37 +404,6 @@ def _grown(arr: np.ndarray, need: int) -> np.ndarray:
     return out
 
 
-def backbone_session(backbone: nn.Module, preprocess: Preprocess, threads: int):
-    """An onnxruntime session of ``backbone`` (normalised images -> features; exported once; feed it to
-    :func:`backbone_features`)."""
-    import os
-    import tempfile
-
-    import onnxruntime as ort
-
-    backbone = backbone.eval()
-    h, w, _ = preprocess.shape_hwc
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "backbone.onnx")
-        with torch.no_grad():
-            torch.onnx.export(backbone, (torch.zeros(2, 3, h, w),), path, input_names=["x"], output_names=["f"],
-                              dynamic_shapes=({0: torch.export.Dim("n", min=1)},), opset_version=OPSET, dynamo=True, verbose=False)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-
-
-def backbone_features(sess, images: np.ndarray, preprocess: Preprocess, batch: int = BACKBONE_BATCH) -> np.ndarray:
-    """Pooled features (n, dim) float32 of uint8 NHWC ``images`` through a :func:`backbone_session`."""
-    from hashtool.train.data import to_tensor
-
-    out = []
-    for s in range(0, len(images), batch):
-        x = to_tensor(images[s : s + batch], preprocess).numpy()
-        out.append(sess.run(None, {"x": x})[0])
-    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
-
-
 # -- training -------------------------------------------------------------------------------------
 
 
@@ -613,11 +580,17 @@ def fit(cfg, folder, out_path, quiet: bool = False):
     return model, meta
 
 
+def head_optimiser(head: nn.Module, hp: dict, steps: int):
+    """AdamW at ``hp["lr"]`` with ``hp["weight_decay"]``, under a one-cycle schedule over ``steps`` steps (10%
+    warm-up): the optimiser of every head trained on cached backbone features. Returns (optimiser, scheduler)."""
+    opt = torch.optim.AdamW(head.parameters(), lr=float(hp["lr"]), weight_decay=float(hp["weight_decay"]))
+    return opt, torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=float(hp["lr"]), total_steps=steps, pct_start=0.1)
+
+
 def _train_head(head: HashHead, feats: torch.Tensor, train_idx, val_idx, owner, hp: dict, seed: int, quiet: bool):
     steps, batch, views = int(hp["steps"]), min(int(hp["batch"]), len(train_idx)), feats.shape[1]
-    opt = torch.optim.AdamW(head.parameters(), lr=float(hp["lr"]), weight_decay=float(hp["weight_decay"]))
+    opt, sched = head_optimiser(head, hp, steps)
     drop = nn.Dropout(float(hp["dropout"]))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=float(hp["lr"]), total_steps=steps, pct_start=0.1)
     gen = torch.Generator().manual_seed(seed)
     train_t = torch.from_numpy(train_idx)
     history, best = [], {"score": -1.0, "step": 0, "state": None}
@@ -666,6 +639,7 @@ register_method(
         std=STD,
         summary="a contrastive hash head on a frozen EfficientNet-Lite0, trained on edited copies of any photo folder (ours)",
         fit=fit,
+        data="folder",
     )
 )
 
