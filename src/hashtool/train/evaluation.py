@@ -6,7 +6,7 @@ import time
 
 from hashtool.errors import DatasetError, ModelError
 from hashtool.evaluate import retrieval_metrics
-from hashtool.train.checkpoint import checkpoint_preprocess, load_checkpoint, read_checkpoint, save_checkpoint
+from hashtool.train.checkpoint import atomic_torch_save, checkpoint_preprocess, load_checkpoint, read_checkpoint
 from hashtool.train.data import encode_packed
 
 
@@ -23,7 +23,7 @@ def evaluate_checkpoint(path, splits, device: str = "cpu", store: bool = False, 
     """Encode the protocol's queries and database with the checkpoint's model and compute every metric.
 
     With ``store=True`` the scalar metrics and the protocol are written back into the checkpoint's ``meta``
-    (atomically), so the model file carries its own result (:func:`score_codes`).
+    (atomically), so the model file carries its own result (:func:`metrics_meta`).
     """
     model, ckpt = load_checkpoint(path)
     model.to(device)
@@ -40,23 +40,25 @@ def evaluate_checkpoint(path, splits, device: str = "cpu", store: bool = False, 
     t0 = time.perf_counter()
     qc = encode_packed(model, q, preprocess, device, batch_size)
     dc = encode_packed(model, d, preprocess, device, batch_size)
-    return score_codes(path, splits, qc, dc, time.perf_counter() - t0, store)
-
-
-def score_codes(path, splits, query_codes, db_codes, encode_seconds: float, store: bool = False) -> dict:
-    """Every metric of the packed codes of the protocol's queries and database, which the checkpoint at ``path``
-    gave (by :func:`evaluate_checkpoint`, or a method's own faster path to the same codes); with ``store`` the
-    scalar metrics and the protocol go into the checkpoint's ``meta``."""
-    ql, dl = protocol_labels(splits)
-    metrics = retrieval_metrics(query_codes, ql, db_codes, dl)
-    metrics["encode_images_per_s"] = (len(query_codes) + len(db_codes)) / max(encode_seconds, 1e-9)
+    metrics = score_codes(splits, qc, dc, time.perf_counter() - t0)
     if store:
-        model, ckpt = load_checkpoint(path)
-        meta = dict(ckpt.get("meta", {}))
-        meta["metrics"] = {k: v for k, v in metrics.items() if k != "pr_curve"}
-        meta["metrics_protocol"] = splits.protocol()
-        save_checkpoint(path, model, checkpoint_preprocess(ckpt), meta=meta, extra=ckpt.get("extra"))
+        ckpt["meta"] = {**ckpt.get("meta", {}), **metrics_meta(metrics, splits)}
+        atomic_torch_save(ckpt, path)
     return metrics
 
 
-__all__ = ["evaluate_checkpoint", "score_codes", "protocol_labels", "read_checkpoint"]
+def score_codes(splits, query_codes, db_codes, encode_seconds: float) -> dict:
+    """Every metric of the packed codes of the protocol's queries and database (made by
+    :func:`evaluate_checkpoint`, or by a method's own faster path to the same codes)."""
+    ql, dl = protocol_labels(splits)
+    metrics = retrieval_metrics(query_codes, ql, db_codes, dl)
+    metrics["encode_images_per_s"] = (len(query_codes) + len(db_codes)) / max(encode_seconds, 1e-9)
+    return metrics
+
+
+def metrics_meta(metrics: dict, splits) -> dict:
+    """The checkpoint ``meta`` entries that carry an evaluation: the scalar metrics and the protocol."""
+    return {"metrics": {k: v for k, v in metrics.items() if k != "pr_curve"}, "metrics_protocol": splits.protocol()}
+
+
+__all__ = ["evaluate_checkpoint", "score_codes", "metrics_meta", "protocol_labels", "read_checkpoint"]

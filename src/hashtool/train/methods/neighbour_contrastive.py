@@ -278,7 +278,7 @@ def fit(cfg, splits, out_path, quiet: bool = False, evaluate: bool = True):
     from hashtool.threads import resolve_threads
     from hashtool.train.checkpoint import save_checkpoint
     from hashtool.train.engine import dataset_preprocess, resolve_hparams, val_map
-    from hashtool.train.evaluation import protocol_labels, score_codes
+    from hashtool.train.evaluation import metrics_meta, protocol_labels, score_codes
 
     check_nbits(cfg.bits)
     method = get_method(NAME)
@@ -348,15 +348,15 @@ def fit(cfg, splits, out_path, quiet: bool = False, evaluate: bool = True):
         "complete": True,
         "backbone_licence": LICENCE,
     }
-    save_checkpoint(out_path, model, preprocess, meta=meta)
-    _log(quiet, f"[train] done in {train_seconds:.0f}s" + (f"; validation mAP {vm:.4f}" if vm is not None else "") + f"; wrote {out_path}")
     metrics = None
-    if evaluate:
+    if evaluate:  # scored before the one write, so the checkpoint is written once with its result
         q_images, _ = splits.part("query")
         t_q = time.perf_counter()
         q_codes = head_codes(head, extract(q_images, True))
-        encode_seconds = feature_seconds + (time.perf_counter() - t_q)
-        metrics = score_codes(out_path, splits, q_codes, db_codes, encode_seconds, store=True)
+        metrics = score_codes(splits, q_codes, db_codes, feature_seconds + (time.perf_counter() - t_q))
+        meta.update(metrics_meta(metrics, splits))
+    save_checkpoint(out_path, model, preprocess, meta=meta)
+    _log(quiet, f"[train] done in {train_seconds:.0f}s" + (f"; validation mAP {vm:.4f}" if vm is not None else "") + f"; wrote {out_path}")
     return model, meta, metrics
 
 
