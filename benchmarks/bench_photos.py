@@ -143,8 +143,8 @@ class Cosine:
 
     def __init__(self):
         from hashtool.preprocess import Preprocess
-        from hashtool.train.backbone import Backbone
-        from hashtool.train.methods.edit_contrastive import MEAN, STD, backbone_features, backbone_session
+        from hashtool.train.backbone import Backbone, backbone_features, backbone_session
+        from hashtool.train.methods.edit_contrastive import MEAN, STD
 
         self.pp = Preprocess(224, 224, "RGB", "stretch", MEAN, STD)
         self.session = backbone_session(Backbone("efficientnet-lite0").load_pretrained(), self.pp, threads=2)

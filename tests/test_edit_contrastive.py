@@ -219,7 +219,8 @@ def test_streamed_features_equal_all_at_once_through_the_real_backbone(tmp_path)
     import naive
     from hashtool.edits import parse_weights
     from hashtool.files.images import find_images
-    from hashtool.train.methods.edit_contrastive import EditContrastiveConfig, EditContrastiveModel, backbone_session, stream_features
+    from hashtool.train.backbone import backbone_session
+    from hashtool.train.methods.edit_contrastive import EditContrastiveConfig, EditContrastiveModel, stream_features
 
     files = find_images(_mixed_folder(tmp_path / "photos"))
     hp, pp = _stream_setup(views=4, size=64)

@@ -44,7 +44,7 @@ Input (measured on ``benchmarks/bench_photos.py``'s held-out set, RESULTS.md "Ph
 (blurred copies 0.94 -> 0.99; full desaturation found every grey copy but cost the hard edits 4 points).
 ``views`` 24 (was 12 until the pass streamed): on the same set, hard edits found first 93.5% -> 95.1% (quarter
 turns 0.77 -> 0.85), easy ones 98.5% -> 98.9% (before the benchmark stopped counting a second copy of the same
-picture as a miss); it doubles the backbone pass (303 s -> 371 s on 877 photos) and the feature memory.
+picture as a miss); it doubles the backbone pass and the feature memory (training on 877 photos: 303 s -> 371 s).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ from torch import nn
 from hashtool.edits import parse_weights
 from hashtool.errors import ArgumentError, DatasetError, ModelError
 from hashtool.preprocess import RESIZE_POLICIES, Preprocess
-from hashtool.train.backbone import BACKBONE_BATCH, LICENCE, Backbone, backbone_features, backbone_session  # noqa: F401  (re-exported)
+from hashtool.train.backbone import BACKBONE_BATCH, LICENCE, Backbone, backbone_features, backbone_session
 from hashtool.train.contrastive import code_contrastive_loss
 from hashtool.train.methods import Method, get_method, register_method
 from hashtool.train.models import HashConfig, HashModel, register_model
