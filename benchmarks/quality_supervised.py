@@ -50,8 +50,8 @@ def parse_run(spec: str) -> tuple[str, int, float]:
     return parts[0], int(parts[1]), float(parts[2]) if len(parts) == 3 else 1.0
 
 
-def run_name(method: str, bits: int, fraction: float, preset: str | None = None) -> str:
-    return f"{method}-{bits}-labels{fraction:g}" + (f"-{preset}" if preset else "")
+def run_name(method: str, bits: int, fraction: float, preset: str | None = None, tag: str | None = None) -> str:
+    return f"{method}-{bits}-labels{fraction:g}" + (f"-{preset}" if preset else "") + (f"-{tag}" if tag else "")
 
 
 def load_average() -> list[float]:
@@ -61,7 +61,7 @@ def load_average() -> list[float]:
 
 
 def run_one(method: str, bits: int, fraction: float, out_dir: Path, ckpt_dir: Path, threads: int | None, seed: int,
-            preset: str | None = None) -> dict:
+            preset: str | None = None, hparams: dict | None = None, augment: str | None = None, tag: str | None = None) -> dict:
     import numpy as np
     import torch
 
@@ -73,8 +73,10 @@ def run_one(method: str, bits: int, fraction: float, out_dir: Path, ckpt_dir: Pa
 
     ds = load_dataset("fashion-mnist")
     splits = make_splits(ds, seed=seed)
-    ckpt = ckpt_dir / f"{run_name(method, bits, fraction, preset)}.pt"
-    cfg = TrainConfig(method=method, bits=bits, seed=seed, threads=threads, labeled_fraction=fraction, preset=preset)
+    name = run_name(method, bits, fraction, preset, tag)
+    ckpt = ckpt_dir / f"{name}.pt"
+    cfg = TrainConfig(method=method, bits=bits, seed=seed, threads=threads, labeled_fraction=fraction, preset=preset,
+                      hparams=hparams or {}, augment=augment)
     load_before = load_average()
     t0 = time.perf_counter()
     model, meta = train(cfg, splits, ckpt)
@@ -120,12 +122,13 @@ def run_one(method: str, bits: int, fraction: float, out_dir: Path, ckpt_dir: Pa
         "load_average_after": load_average(),
         "command": f"hashtool train --method {method} --bits {bits} --data fashion-mnist"
         + (f" --labeled-fraction {fraction:g}" if fraction < 1 else "") + (f" --preset {preset}" if preset else "")
+        + "".join(f" --hp {k}={v}" for k, v in (hparams or {}).items()) + (f" --augment {augment}" if augment else "")
         + (f" --threads {threads}" if threads else ""),
         "machine": f"{platform.machine()}, {platform.python_version()}, torch {torch.__version__}",
         "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{run_name(method, bits, fraction, preset)}.json").write_text(json.dumps(result, indent=1))
+    (out_dir / f"{name}.json").write_text(json.dumps(result, indent=1))
     return result
 
 
@@ -201,16 +204,21 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch threads per run (default: HASHTOOL_THREADS or all CPUs)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--preset", default=None, help="train every run with this --preset (e.g. paper)")
+    ap.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE", help="a hyper-parameter override for every run (repeatable)")
+    ap.add_argument("--augment", default=None, help="train every run with this --augment")
+    ap.add_argument("--tag", default=None, help="suffix of the run names (for runs with --hp or --augment)")
     ap.add_argument("--force", action="store_true", help="re-run runs whose JSON already exists")
     ap.add_argument("--report", action="store_true", help="only print the markdown table of the finished runs")
     args = ap.parse_args(argv)
+    hparams = dict(item.split("=", 1) for item in args.hp)
     if not args.report:
         for spec in [s for s in args.runs.split(",") if s.strip()]:
             method, bits, fraction = parse_run(spec.strip())
-            if (args.out / f"{run_name(method, bits, fraction, args.preset)}.json").exists() and not args.force:
+            if (args.out / f"{run_name(method, bits, fraction, args.preset, args.tag)}.json").exists() and not args.force:
                 print(f"[bench] {spec}: done already (use --force to re-run)", file=sys.stderr)
                 continue
-            r = run_one(method, bits, fraction, args.out, args.checkpoints, args.threads, args.seed, args.preset)
+            r = run_one(method, bits, fraction, args.out, args.checkpoints, args.threads, args.seed, args.preset, hparams,
+                        args.augment, args.tag)
             print(f"[bench] {spec}: mAP {r['map']:.4f} acc {r['acc']:.4f} train {r['train_seconds']:.0f}s", file=sys.stderr, flush=True)
     print(report(args.out))
     for path in plot(args.out):

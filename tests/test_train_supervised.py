@@ -308,8 +308,9 @@ def test_semi_supervised_defaults_sit_between_the_defaults_and_the_preset():
 # -- the default networks train, export, and ONNX gives PyTorch's codes --------------------------------------
 
 
-@pytest.mark.parametrize("method", ["nin-latent", "adalabel"])
-def test_default_network_trains_a_few_steps_and_exports_with_parity(method, toy_splits, tmp_path):
+@pytest.mark.parametrize("method,filters", [("nin-latent", "4,P,8"), ("adalabel", "4,P,8"), ("nin-latent", "4,P,8,F8"),
+                                            ("adalabel", "4,P,8,F8")])
+def test_default_network_trains_a_few_steps_and_exports_with_parity(method, filters, toy_splits, tmp_path):
     from test_export import assert_parity
 
     from hashtool.export import export_model
@@ -317,13 +318,29 @@ def test_default_network_trains_a_few_steps_and_exports_with_parity(method, toy_
 
     out = tmp_path / "m.pt"
     model, meta = train(TrainConfig(method=method, bits=16, epochs=1, threads=1, quiet=True, batch_size=64,
-                                    hparams={"filters": "4,P,8"}), toy_splits, out)
+                                    hparams={"filters": filters}), toy_splits, out)
     assert isinstance(model.backbone, ConvBackbone) and meta["history"][-1]["loss"] > 0
+    dense = [m for m in model.backbone.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in dense] == ([(8 * 14 * 14, 8)] if "F" in filters else [])
     res = export_model(out, tmp_path / "enc.onnx", parity_images=100)
     assert res.parity.ok
     loaded, _ = load_checkpoint(out)
     pre = Preprocess(height=28, width=28, color="L", mean=(0.5,), std=(0.5,))
     assert_parity(loaded, pre, tmp_path / "enc.onnx")
+
+
+def test_filters_spec_with_a_dense_layer():
+    from hashtool.errors import ArgumentError
+    from hashtool.train.methods.nin_latent import ConvBackbone, parse_filters
+
+    assert parse_filters("32, p,64,f256") == [32, "P", 64, "F256"]
+    x = torch.randn(3, 1, 28, 20)
+    assert ConvBackbone(1, [4, "P", 4, "P", 8, "F6"], (28, 20)).eval()(x).shape == (3, 6)
+    assert ConvBackbone(1, [4, "P", 8], (28, 20)).eval()(x).shape == (3, 8)
+    with pytest.raises(ArgumentError, match="F<units> must come last"):
+        ConvBackbone(1, [4, "F6", 8], (28, 20))
+    with pytest.raises(ArgumentError, match="filters='32,Q'"):
+        parse_filters("32,Q")
 
 
 # -- CSQ's class centres in nin-latent ------------------------------------------------------------------------

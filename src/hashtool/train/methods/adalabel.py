@@ -14,8 +14,8 @@ engine, but it is never used by ``encode()`` and never exported.
 Choices the paper leaves open (or that were scaled down for a shared 2-core CPU), and why:
 
 * Network: the backbone of ``nin-latent`` (see :mod:`hashtool.train.methods.nin_latent`), then
-  ``Linear(features, B)`` and tanh. Default: the plain BN CNN ``32, P, 64, P, 128, 128``; ``--preset paper``:
-  the scaled-down Network-in-Network (16, 32, 96). The paper fine-tunes ImageNet networks; nothing may be
+  ``Linear(features, B)`` and tanh. Default: the plain BN CNN ``32, P, 64, P, 128, 128`` and a dense layer of
+  256 units (``F256``); ``--preset paper``: the scaled-down Network-in-Network (16, 32, 96). The paper fine-tunes ImageNet networks; nothing may be
   downloaded here, and one shared backbone makes the two supervised methods comparable.
 * Codewords: a free table ``V`` (classes x B), initialised from N(0, 0.1^2); the relaxed codeword is
   ``tanh(V)`` (inside the hypercube), the binary codeword is ``sign(V)``. The small start leaves the
@@ -66,7 +66,7 @@ from torch import nn
 
 import hashtool.train.data as train_data  # a module import: train.data imports this package's Batch
 from hashtool.train.methods import Method, register_method
-from hashtool.train.methods.nin_latent import DEFAULT_FILTERS, cosine_phases, make_backbone, parse_filters
+from hashtool.train.methods.nin_latent import DEFAULT_FILTERS, cosine_phases, filter_item, make_backbone, parse_filters
 from hashtool.train.models import HashConfig, HashModel, register_model
 
 
@@ -80,7 +80,7 @@ class AdaLabelConfig(HashConfig):
     backbone: str = "nin"  # checkpoints written before the option existed hold NIN backbones
 
     def __post_init__(self):
-        self.filters = [f if str(f).upper() == "P" else int(f) for f in self.filters]
+        self.filters = [filter_item(f) for f in self.filters]
 
 
 @register_model("adalabel", AdaLabelConfig)
@@ -89,7 +89,8 @@ class AdaLabel(HashModel):
 
     def __init__(self, config: AdaLabelConfig):
         super().__init__(config)
-        self.backbone = make_backbone(config.backbone, config.in_channels, config.filters, config.kernel, config.mlp_layers)
+        self.backbone = make_backbone(config.backbone, config.in_channels, config.filters, config.kernel, config.mlp_layers,
+                                      (config.height, config.width))
         self.hash = nn.Linear(self.backbone.out_features, config.bits)
         # One codeword per class (never used by encode()).
         self.codeword_logits = nn.Parameter(torch.randn(config.num_classes, config.bits) * config.init_std)
