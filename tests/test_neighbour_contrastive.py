@@ -13,6 +13,7 @@ from hypothesis.extra import numpy as hnp  # noqa: E402
 
 import naive  # noqa: E402
 from hashtool.cli import main  # noqa: E402
+from hashtool.train.methods import get_method  # noqa: E402
 from hashtool.train.methods.neighbour_contrastive import InputAdapter, knn, neighbour_pairs  # noqa: E402
 from test_train_supervised import toy_idx_folder  # noqa: E402
 
@@ -98,6 +99,11 @@ def test_trains_on_a_tiny_dataset_stores_its_evaluation_exports_and_onnx_codes_e
     assert enc.method == "neighbour-contrastive" and enc.nbits == 16 and enc.preprocess.shape_hwc == (28, 28, 1)
     q, _ = splits.part("query")
     assert np.array_equal(enc.encode(q), encode_packed(model, q, checkpoint_preprocess(ckpt)))
+    # hashtool eval's path (the method's encoder: onnxruntime features, the head in torch) gives the model's codes.
+    fast = get_method("neighbour-contrastive").encoder(model, checkpoint_preprocess(ckpt), 1)
+    d, _ = splits.part("database")
+    assert np.array_equal(fast(q), encode_packed(model, q, checkpoint_preprocess(ckpt)))
+    assert np.mean(fast(d) != encode_packed(model, d, checkpoint_preprocess(ckpt))) < 0.01
 
 
 def test_dispatch_by_the_kind_of_data_each_method_takes(tmp_path):

@@ -38,13 +38,25 @@ def evaluate_checkpoint(path, splits, device: str = "cpu", store: bool = False, 
     q, _ = splits.part("query")
     d, _ = splits.part("database")
     t0 = time.perf_counter()
-    qc = encode_packed(model, q, preprocess, device, batch_size)
-    dc = encode_packed(model, d, preprocess, device, batch_size)
+    encode = _encoder(model, ckpt["method"], preprocess, device, batch_size)
+    qc, dc = encode(q), encode(d)
     metrics = score_codes(splits, qc, dc, time.perf_counter() - t0)
     if store:
         ckpt["meta"] = {**ckpt.get("meta", {}), **metrics_meta(metrics, splits)}
         atomic_torch_save(ckpt, path)
     return metrics
+
+
+def _encoder(model, method_name: str, preprocess, device: str, batch_size: int):
+    """uint8 images -> packed codes: the method's own faster path on the CPU when it has one, else the model."""
+    import torch
+
+    from hashtool.train.methods import METHODS
+
+    method = METHODS.get(method_name)
+    if method is not None and method.encoder is not None and device == "cpu":
+        return method.encoder(model, preprocess, torch.get_num_threads())
+    return lambda images: encode_packed(model, images, preprocess, device, batch_size)
 
 
 def score_codes(splits, query_codes, db_codes, encode_seconds: float) -> dict:

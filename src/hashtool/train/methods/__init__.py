@@ -179,6 +179,9 @@ class Method:
     semi_hparams: dict = field(default_factory=dict)  # hparams over the defaults when --labeled-fraction < 1
     fit: Callable | None = None  # a method with its own procedure (see "Own procedures" in the module docstring)
     data: str = "dataset"  # what --data it takes: "dataset" (the engine's datasets, with splits) or "folder" (of photos)
+    # (model, preprocess, threads) -> a function from uint8 images to packed codes, faster than the model's eager
+    # forward pass (a frozen backbone in onnxruntime); ``hashtool eval`` uses it when a method has one.
+    encoder: Callable | None = None
 
 
 METHODS: dict[str, Method] = {}

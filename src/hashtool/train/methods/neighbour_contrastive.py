@@ -360,6 +360,12 @@ def fit(cfg, splits, out_path, quiet: bool = False, evaluate: bool = True):
     return model, meta, metrics
 
 
+def protocol_encoder(model: NeighbourContrastiveModel, preprocess, threads: int):
+    """uint8 images -> packed codes: the frozen front in onnxruntime, then the head (:attr:`Method.encoder`)."""
+    extract = FeatureExtractor(model, preprocess, threads)
+    return lambda images: head_codes(model.head, extract(images))
+
+
 def _no_engine_loss(model, batch, ctx):  # pragma: no cover - the engine never runs this method
     raise ArgumentError(f"{NAME} trains through its own procedure (hashtool train --method {NAME} --data DATASET)")
 
@@ -378,5 +384,6 @@ register_method(
                 "features as positives (ours; after CIBHash's and IMSAT's losses)",
         fit=fit,
         data="dataset",
+        encoder=protocol_encoder,
     )
 )
