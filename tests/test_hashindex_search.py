@@ -408,25 +408,30 @@ def test_chunked_lookups_and_verification_equal_naive(seed, nbits, style, n, ext
         np.testing.assert_array_equal(got, exp)
 
 
-@pytest.mark.skipif(NOJIT, reason="enumerates radii of 16-bit substrings")
+@pytest.mark.skipif(NOJIT, reason="enumerates radii of 16- and 32-bit substrings")
 @given(seed=st.integers(0, 2**32 - 1), style=st.sampled_from(["uniform", "clustered"]),
-       budget_frac=st.floats(0.001, 0.5), k=st.integers(1, 20))
-def test_a_query_falls_back_exactly_when_its_whole_search_would_pass_the_budget(seed, style, budget_frac, k):
+       budget_frac=st.floats(0.001, 0.5), k=st.integers(1, 20), sparse=st.booleans())
+def test_a_query_falls_back_exactly_when_its_whole_search_would_pass_the_budget(seed, style, budget_frac, k, sparse):
     """The early fallback (the next table's keys alone would pass the budget) only moves the moment a
     query gives up, never whether it does: with 64-bit codes (no full verifications) a query falls back
-    iff the lookups and candidates of its complete, unbudgeted search cost more than the budget."""
+    iff the lookups (each at its table's cost: 4 dense 16-bit tables, or 2 sparse 32-bit ones) and
+    candidates of its complete, unbudgeted search cost more than the budget."""
     from hashtool.hashindex import _mih_kernels as MK
 
     rng = np.random.default_rng(seed)
     n = 4000
-    db = make_codes(rng, n, 64, style)
+    db = make_codes(rng, n, 64, "clustered" if sparse else style)
     queries = make_queries(rng, db, 12, 64)
-    index = MIHIndex(64, m=4, fallback=False, threads=1)
+    if sparse:  # near queries only: a far one enumerates millions of 32-bit keys
+        queries = queries[len(queries) - 12:]
+    index = MIHIndex(64, m=2 if sparse else 4, fallback=False, threads=1)
     index.add(db)
-    full = index.search(queries, k, return_stats=True)[2]
-    cost = full["lookups"] * MK.LOOKUP_COST + full["candidates"] * MK.CANDIDATE_COST
-    budget = int(budget_frac * n)
     t = index._ensure_tables()
+    assert (t["t_dense"] == (0 if sparse else 1)).all()
+    lookup_cost = MK.SPARSE_LOOKUP_COST if sparse else MK.LOOKUP_COST
+    full = index.search(queries, k, return_stats=True)[2]
+    cost = full["lookups"] * lookup_cost + full["candidates"] * MK.CANDIDATE_COST
+    budget = int(budget_frac * n)
     q = index._prepare_codes(queries, "queries")
     nq = len(queries)
     d, p = np.empty((nq, k), np.int32), np.empty((nq, k), np.int64)
@@ -434,7 +439,7 @@ def test_a_query_falls_back_exactly_when_its_whole_search_would_pass_the_budget(
     fell = np.zeros(nq, np.bool_)
     MK.mih_knn(index._words, 1, n, q, 0, nq, k, *index._args(t), budget, d, p, lookups, cands, radius, fell, bad)
     np.testing.assert_array_equal(fell, cost > budget)
-    spent = lookups * MK.LOOKUP_COST + cands * MK.CANDIDATE_COST
+    spent = lookups * lookup_cost + cands * MK.CANDIDATE_COST
     assert (spent[~fell] == cost[~fell]).all()
     assert (spent[fell] <= cost[fell]).all()
     want_d = knn_search(queries, db, np.arange(n), k)[0]

@@ -88,6 +88,10 @@ NO_KEY = np.int64(9223372036854775807)
 # the flat scan at 0.25 ns a word in the same session. A full verification (the rest of a longer code, in the
 # row's cache line) is a guess, not a fit.
 LOOKUP_COST = 300
+# A lookup in a sparse table (32-bit substrings of 1e8+ codes) is a binary search over the distinct keys,
+# fitted the same way on 1e7 x 64 clustered codes with m = 2 (two sparse tables, 300 queries): 121 ns, 535
+# words at that session's 0.226 ns a scanned word (the dense lookup refitted there: 76 ns, 338 words).
+SPARSE_LOOKUP_COST = 540
 CANDIDATE_COST = 100
 VERIFY_COST = 16
 CHUNK_KEYS = 64  # keys enumerated, looked up and verified together (see _mih_query)
@@ -374,6 +378,7 @@ def _mih_query(words, nw, n, q, qi, k, max_distance, m, sub_start, sub_width,
     seen = np.full(64, -1, np.int64)
     nseen = np.int64(0)
     lookups = 0
+    work = 0  # lookups weighted by their table's cost
     cands = 0
     verifies = 0
     bad = 0
@@ -398,6 +403,7 @@ def _mih_query(words, nw, n, q, qi, k, max_distance, m, sub_start, sub_width,
                         nk += 1
                         v = limit if r == 0 else _next_subset(v)
                     lookups += nk
+                    work += nk * (LOOKUP_COST if t_dense[j] else SPARSE_LOOKUP_COST)
                     _bucket_bounds(j, base, keys, nk, t_dense, t_off_base, t_key_base, t_key_len, t_offsets,
                                    t_keys, t_pos, los, his)
                     nc = np.int64(0)  # not a literal: one specialisation of _admit
@@ -428,7 +434,7 @@ def _mih_query(words, nw, n, q, qi, k, max_distance, m, sub_start, sub_width,
                         buf, cnt, thr, seen, nseen, vf = _admit(words, nw, q, qo, cand, nc, k, is_range, thr,
                                                                 buf, cnt, seen, nseen)
                         verifies += vf
-                    if lookups * LOOKUP_COST + cands * CANDIDATE_COST + verifies * VERIFY_COST > budget:
+                    if work + cands * CANDIDATE_COST + verifies * VERIFY_COST > budget:
                         fell = True
                         break
                 if fell:
@@ -452,8 +458,9 @@ def _mih_query(words, nw, n, q, qi, k, max_distance, m, sub_start, sub_width,
             # them (the same outcome, with less work thrown away)
             rn = r + (j + 1) // m
             jn = (j + 1) % m
-            spent = lookups * LOOKUP_COST + cands * CANDIDATE_COST + verifies * VERIFY_COST
-            if rn <= sub_width[jn] and spent + _choose(sub_width[jn], rn) * LOOKUP_COST > budget:
+            spent = work + cands * CANDIDATE_COST + verifies * VERIFY_COST
+            cost = LOOKUP_COST if t_dense[jn] else SPARSE_LOOKUP_COST
+            if rn <= sub_width[jn] and spent + _choose(sub_width[jn], rn) * cost > budget:
                 fell = True
                 break
         if done or fell:

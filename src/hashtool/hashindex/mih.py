@@ -77,6 +77,11 @@ def default_m(nbits: int, n: int) -> int:
     return max(lo, min(hi, m, 64))
 
 
+def is_dense(width: int, n: int) -> bool:
+    """Whether the table of a ``width``-bit substring of ``n`` codes is dense (see the module docstring)."""
+    return width <= DENSE_MAX_BITS and (1 << width) <= max(8 * n, 1 << 16)
+
+
 def substring_layout(nbits: int, m: int) -> tuple[np.ndarray, np.ndarray]:
     """(start bit, width) of each of the ``m`` substrings; the first ``nbits % m`` are one bit wider."""
     base, extra = divmod(nbits, m)
@@ -157,7 +162,7 @@ class MIHIndex(BaseIndex):
         for j in range(m):
             w = int(widths[j])
             MK.substring_keys(words, nw, n, int(starts[j]), w, keys)
-            dense = w <= DENSE_MAX_BITS and (1 << w) <= max(8 * n, 1 << 16)
+            dense = is_dense(w, n)
             seg = slice(j * n, (j + 1) * n)
             if dense:
                 off = np.zeros((1 << w) + 1, dtype=np.int32)
@@ -300,14 +305,17 @@ class MIHIndex(BaseIndex):
         ids = self._ids_of(p)
         return (d, ids, self.last_stats) if return_stats else (d, ids)
 
-    def _range_lookups(self, widths, r: int) -> int:
-        """Buckets the range search with radius ``r`` probes (pigeonhole rule), for the fallback test."""
+    def _range_lookup_work(self, widths, r: int) -> int:
+        """The work of the buckets the range search with radius ``r`` probes (pigeonhole rule), for the
+        fallback test: each lookup at its table's cost (dense or sparse)."""
         m = widths.shape[0]
         total = 0
         for j in range(m):
             # substring j is searched to radius rho with m * rho + j <= r
             rho = (r - j) // m
-            total += sum(math.comb(int(widths[j]), x) for x in range(0, min(rho, int(widths[j])) + 1))
+            w = int(widths[j])
+            cost = MK.LOOKUP_COST if is_dense(w, len(self)) else MK.SPARSE_LOOKUP_COST
+            total += cost * sum(math.comb(w, x) for x in range(0, min(rho, w) + 1))
         return total
 
     def range_search(self, queries, max_distance, return_stats: bool = False):
@@ -319,7 +327,7 @@ class MIHIndex(BaseIndex):
         scan = n == 0 or nq == 0 or self._scan_everything() or _numpy_scan.use_numpy(self._engine, nq, n, nw)
         if not scan and self._fallback:
             widths = self._tables["sub_width"] if self._tables is not None else substring_layout(self._nbits, self.m)[1]
-            scan = self._range_lookups(widths, r) * MK.LOOKUP_COST > self._budget()
+            scan = self._range_lookup_work(widths, r) > self._budget()
         if scan:
             lims, d, p = flat_range(self._words, nw, self._nbits, n, q, r, self._threads, self._engine)
             self.last_stats = self._stats(nq, n)
