@@ -332,7 +332,7 @@ def test_a_large_batch_probes_first_then_scans_the_rest():
     rng = np.random.default_rng(12)
     n = 300 if NOJIT else 3000
     db = make_codes(rng, n, 64, "uniform")
-    queries = make_queries(rng, db, 199, 64)
+    queries = make_queries(rng, db, 399, 64)
     index = MIHIndex(64)
     index.add(db)
     with mock.patch.object(mih_module, "SMALL_SCAN_WORDS", 0), mock.patch.object(mih_module, "FALLBACK_FRACTION", 1e-6):
@@ -341,7 +341,7 @@ def test_a_large_batch_probes_first_then_scans_the_rest():
     np.testing.assert_array_equal(d, want_d)
     np.testing.assert_array_equal(i, want_i)
     tried = stats["lookups"] > 0
-    probe = max(mih_module.PROBE_QUERIES, len(queries) // 16)
+    probe = max(mih_module.PROBE_QUERIES, len(queries) // mih_module.PROBE_SHARE)
     assert tried[:probe].all() and not tried[probe:].any()
     assert (stats["path"] == "scan").all()
 

@@ -23,7 +23,7 @@ Choices (see :mod:`hashtool.hashindex._mih_kernels` for the search itself):
   its budget); 0.3 keeps the worst query at 1.3 scans.
 * Routing (k-NN), a function of the call and of the stored codes only (never of earlier calls, so the
   same call takes the same path in every process and thread): a large batch first sends a probe of
-  ``max(PROBE_QUERIES, nq // 16)`` of its queries through the multi-index path; if more than
+  ``max(PROBE_QUERIES, nq // PROBE_SHARE)`` of its queries through the multi-index path; if more than
   ``ROUTE_SCAN_ABOVE`` of them fell back, the rest of the batch is scanned directly. A small call (too
   few queries for a probe of its own) asks :meth:`MIHIndex.mih_pays`: ``CALIBRATION_QUERIES`` stored
   codes, at fixed evenly spaced positions, are searched once per ``k`` after every table build; if more
@@ -56,6 +56,7 @@ SMALL_SCAN_WORDS = 1 << 14
 FALLBACK_FRACTION = 0.3
 ROUTE_SCAN_ABOVE = 0.9
 PROBE_QUERIES = 8
+PROBE_SHARE = 32  # a large batch probes 1/32 of its queries (1/16 before round 6: see RESULTS.md)
 CALIBRATION_QUERIES = 16
 _TABLE_KEYS = ("sub_start", "sub_width", "t_dense", "t_off_base", "t_key_base", "t_key_len")
 _TABLE_ARRAYS = ("t_offsets", "t_keys", "t_pos")
@@ -246,7 +247,7 @@ class MIHIndex(BaseIndex):
             _pool.run(self._threads, MK.mih_knn, tasks)
             self._raise_if_bad(bad)
 
-        probe = max(PROBE_QUERIES, nq // 16)
+        probe = max(PROBE_QUERIES, nq // PROBE_SHARE)
         if nq > 2 * probe and self._fallback:
             run(0, probe)
             if fell[:probe].mean() <= ROUTE_SCAN_ABOVE:
