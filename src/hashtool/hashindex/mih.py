@@ -19,8 +19,8 @@ Choices (see :mod:`hashtool.hashindex._mih_kernels` for the search itself):
   kernel (see :mod:`hashtool.hashindex._mih_kernels`) and its refitted work model, 1e7 x 64 clustered
   codes (1,000 queries, 2 threads, round 6) went from 12x the scan's speed at 0.1 (3.9% of the queries
   fell back) to 26x at 0.2 (0.7%), 31x at 0.3 (0.1%) and 39x at 0.5 (none), uniform codes staying at
-  0.99-1.12x at every fraction (a probe query gives up at a table boundary once the next table cannot fit
-  its budget); 0.3 keeps the worst query at 1.3 scans.
+  0.99-1.12x at every fraction in that sweep (0.93-1.01x in three later runs of the issue's command: see
+  RESULTS.md, round 6); 0.3 keeps the worst query at 1.3 scans.
 * Routing (k-NN), a function of the call and of the stored codes only (never of earlier calls, so the
   same call takes the same path in every process and thread): a large batch first sends a probe of
   ``max(PROBE_QUERIES, nq // PROBE_SHARE)`` of its queries through the multi-index path; if more than
