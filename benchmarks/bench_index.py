@@ -5,7 +5,12 @@ Protocol (every number in RESULTS.md says which options produced it):
 * Data. ``uniform``: independent random bits. ``clustered``: codes that look like learned ones, around
   ``--centres`` random centres (default 300); each code copies a centre and flips every bit with the
   centre's own probability drawn uniformly in [0.05, 0.15]. Queries are drawn from the same distribution
-  and are not in the database. Seeded (``--seed``).
+  and are not in the database. Seeded (``--seed``). ``real``: the bundled photo encoder's codes (64 bits) of
+  random views of the photos under ``--photos`` (see :func:`real_codes`: a random window of 40-100% of each
+  side, rescaled to 30-100%, then one or two random edits of :mod:`hashtool.edits`), computed once into the
+  ``--real-cache`` ``.npy`` files; queries are other views of the same photos. Above the number of cached
+  codes the database is *tiled*: the real codes, then copies of them with every bit flipped with
+  probability ``--flip`` (default 1/16), until ``--n``.
 * Methods. ``floor``: a tight XOR+popcount loop over every (query, code) pair with the same tiling and the
   same threads, summing popcounts and selecting nothing: what the hardware can do. ``flat``/``mih``:
   FlatIndex / MIHIndex (default settings, fallback on). ``faiss-flat``: faiss IndexBinaryFlat.
@@ -90,6 +95,120 @@ def make_data(kind, n, nbits, rng, centres=300, seed=0, flip=None):
         e = min(n, s + chunk)
         _clustered_bits(cbits, rng.integers(0, centres, size=e - s), probs, int(rng.integers(2**31)), out[s:e])
     return np.packbits(out, axis=1, bitorder="little")
+
+
+# ---------------------------------------------------------------------------------------------- real codes
+PHOTO_SIDE = 512  # photos are downscaled once to this longest side; views are cut from the downscaled copy
+REAL_QUERIES = 1000
+REAL_CHUNK = 1024
+
+
+def _load_photos(photos):
+    from PIL import Image
+
+    from hashtool.encode import find_images
+    from hashtool.files.images import open_image
+    from hashtool.photosets import flatten_rgb
+
+    paths = find_images(photos)
+    if not paths:
+        raise SystemExit(f"--photos {photos}: no images found")
+    pics = []
+    for path in paths:
+        img = flatten_rgb(open_image(path))
+        img.thumbnail((PHOTO_SIDE, PHOTO_SIDE), Image.Resampling.BILINEAR)
+        pics.append(img)
+    return pics
+
+
+def _view(pics, rng):
+    """A random view of a random photo: a window of 40-100% of each side, rescaled to 30-100%, then one or
+    two random edits (:func:`hashtool.edits.random_edit`)."""
+    from PIL import Image
+
+    from hashtool import edits
+
+    img = pics[int(rng.integers(len(pics)))]
+    w, h = img.size
+    cw, ch = max(8, round(w * rng.uniform(0.4, 1.0))), max(8, round(h * rng.uniform(0.4, 1.0)))
+    x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+    view = img.crop((x, y, x + cw, y + ch))
+    scale = rng.uniform(0.3, 1.0)
+    view = view.resize((max(8, round(cw * scale)), max(8, round(ch * scale))), Image.Resampling.BILINEAR)
+    return edits.random_edit(view, rng, max_edits=2)[0]
+
+
+def encode_real(args):
+    """Extend the ``--real-cache`` files to ``--real-count`` codes of views (view i drawn from the seed
+    ``(--seed, i)``, queries from ``(--seed + 1, i)``, so a run cut short by ``--encode-seconds`` and
+    resumed gives the same codes as one run). The next chunk's views are prepared on a thread while the
+    encoder (2 threads) encodes the current one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hashtool.encode import Encoder, convert_image
+    from hashtool.store import bundled_encoder_path
+
+    enc = Encoder(bundled_encoder_path("photo"), threads=2)
+    pp = enc.preprocess
+    t0 = time.perf_counter()
+    pics = _load_photos(args.photos)
+    load_s = time.perf_counter() - t0
+    dpath, qpath = args.real_cache + ".npy", args.real_cache + "-queries.npy"
+    os.makedirs(os.path.dirname(os.path.abspath(dpath)), exist_ok=True)
+
+    def prep(seed, a, b):
+        return np.stack([convert_image(_view(pics, np.random.default_rng([seed, i])), pp) for i in range(a, b)])
+
+    def run(seed, have, count, limit):
+        parts, i, t = [have], len(have), time.perf_counter()
+        with ThreadPoolExecutor(1) as ex:
+            nxt = ex.submit(prep, seed, i, min(count, i + REAL_CHUNK)) if i < count else None
+            while nxt is not None:
+                images = nxt.result()
+                b = i + len(images)
+                more = b < count and time.perf_counter() - t0 < limit
+                nxt = ex.submit(prep, seed, b, min(count, b + REAL_CHUNK)) if more else None
+                parts.append(enc.encode(images))
+                i = b
+                print(f"# {i}/{count} codes, {(i - len(have)) / (time.perf_counter() - t):.1f} views/s", file=sys.stderr)
+        return np.concatenate(parts), (i - len(have)) / max(time.perf_counter() - t, 1e-9)
+
+    empty = np.zeros((0, enc.nbits // 8), np.uint8)
+    if not os.path.exists(qpath):
+        np.save(qpath, run(args.seed + 1, empty, REAL_QUERIES, float("inf"))[0])
+    have = np.load(dpath) if os.path.exists(dpath) else empty
+    codes, rate = run(args.seed, have, args.real_count, args.encode_seconds)
+    np.save(dpath, codes)
+    row = {"what": "real-codes", "codes": len(codes), "new": len(codes) - len(have), "views_per_s": round(rate, 1),
+           "photos": len(pics), "photo_load_s": round(load_s, 1), "loadavg": round(load_avg(), 2),
+           "distinct_codes": int(len(np.unique(codes, axis=0))) if len(codes) else 0}
+    print(json.dumps(row))
+    return [row]
+
+
+def real_codes(args):
+    """(database codes, query codes) of the ``real`` source, from the cache that ``--encode-real`` fills."""
+    paths = (args.real_cache + ".npy", args.real_cache + "-queries.npy")
+    if not all(os.path.exists(p) for p in paths):
+        raise SystemExit(f"--data real: no cached codes at {paths[0]}; run with --encode-real first")
+    return np.load(paths[0]), np.load(paths[1])
+
+
+def tile_with_flips(codes, n, rng, flip):
+    """``codes`` followed by copies of them with every bit flipped with probability ``flip`` (2**-j), to n rows."""
+    depth = _flip_depth(flip)
+    if depth is None:
+        raise SystemExit("--flip must be 2**-j (j = 1..8) to tile real codes")
+    out = np.empty((n, codes.shape[1]), np.uint8)
+    for a in range(0, n, len(codes)):
+        b = min(n, a + len(codes))
+        out[a:b] = codes[: b - a]
+        if a:
+            mask = rng.integers(0, 256, size=(b - a, codes.shape[1]), dtype=np.uint8)
+            for _ in range(depth - 1):
+                mask &= rng.integers(0, 256, size=(b - a, codes.shape[1]), dtype=np.uint8)
+            out[a:b] ^= mask
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- floor
@@ -221,8 +340,15 @@ def run_case(args, n, nbits, kind, out_rows):
 
     rng = np.random.default_rng(args.seed)
     t = time.perf_counter()
-    db = make_data(kind, n, nbits, rng, args.centres, flip=args.flip)
-    queries = make_data(kind, args.batch, nbits, np.random.default_rng(args.seed + 1), args.centres, flip=args.flip)
+    if kind == "real":
+        real, real_q = real_codes(args)
+        if nbits != real.shape[1] * 8:
+            raise SystemExit(f"--data real: the photo encoder's codes have {real.shape[1] * 8} bits, not {nbits}")
+        db = real[:n] if n <= len(real) else tile_with_flips(real, n, rng, 1 / 16 if args.flip is None else args.flip)
+        queries = real_q[: args.batch]
+    else:
+        db = make_data(kind, n, nbits, rng, args.centres, flip=args.flip)
+        queries = make_data(kind, args.batch, nbits, np.random.default_rng(args.seed + 1), args.centres, flip=args.flip)
     gen_s = time.perf_counter() - t
     print(f"# case n={n} nbits={nbits} data={kind} (generated in {gen_s:.1f}s, load {load_avg():.1f})", file=sys.stderr)
     M = Methods(db, nbits, args.threads, args)
@@ -517,7 +643,13 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n", type=int, nargs="+", default=[1_000_000])
     p.add_argument("--nbits", type=int, nargs="+", default=[64])
-    p.add_argument("--data", nargs="+", default=["uniform"], choices=["uniform", "clustered"])
+    p.add_argument("--data", nargs="+", default=["uniform"], choices=["uniform", "clustered", "real"])
+    p.add_argument("--photos", default="/work/photos/train", help="--data real: the photos whose views are encoded")
+    p.add_argument("--real-count", type=int, default=200_000, help="--encode-real: codes the cache should hold")
+    p.add_argument("--encode-real", action="store_true", help="only extend the --real-cache codes (resumable)")
+    p.add_argument("--encode-seconds", type=float, default=float("inf"), help="--encode-real: stop after this long")
+    p.add_argument("--real-cache", default=os.path.join(os.path.dirname(__file__), "out", "real-codes"),
+                   help="--data real: the cached codes (<this>.npy and <this>-queries.npy)")
     p.add_argument("--k", type=int, nargs="*", default=[10])
     p.add_argument("--range", type=int, nargs="*", default=[])
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
@@ -560,6 +692,8 @@ def main():
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     if args.cold_warm:
         rows = cold_warm(args)
+    elif args.encode_real:
+        rows = encode_real(args)
     else:
         for n in args.n:
             for nbits in args.nbits:

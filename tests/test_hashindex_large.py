@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from hashtool.hashindex import FlatIndex, MIHIndex, load_index
-from hashtool.hashindex.mih import DENSE_MAX_BITS, substring_layout
+from hashtool.hashindex.mih import is_dense, substring_layout
 from naive import knn_search, range_search
 
 pytestmark = pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="large n: JIT only")
@@ -30,7 +30,7 @@ def test_large_n_crossing_the_dense_sparse_switch(tmp_path, m):
     mih = MIHIndex(64, m=m, fallback=False)
     mih.add(db, ids)
     _, widths = substring_layout(64, m)
-    dense = [w <= DENSE_MAX_BITS and (1 << int(w)) <= 8 * n for w in widths]
+    dense = [is_dense(int(w), n) for w in widths]
     assert (m == 3 and dense == [False, True, True]) or (m == 2 and dense == [False, False])
     mih.save(tmp_path / "i.htidx")
     mapped = load_index(tmp_path / "i.htidx")

@@ -332,7 +332,7 @@ def test_a_large_batch_probes_first_then_scans_the_rest():
     rng = np.random.default_rng(12)
     n = 300 if NOJIT else 3000
     db = make_codes(rng, n, 64, "uniform")
-    queries = make_queries(rng, db, 199, 64)
+    queries = make_queries(rng, db, 399, 64)
     index = MIHIndex(64)
     index.add(db)
     with mock.patch.object(mih_module, "SMALL_SCAN_WORDS", 0), mock.patch.object(mih_module, "FALLBACK_FRACTION", 1e-6):
@@ -341,7 +341,7 @@ def test_a_large_batch_probes_first_then_scans_the_rest():
     np.testing.assert_array_equal(d, want_d)
     np.testing.assert_array_equal(i, want_i)
     tried = stats["lookups"] > 0
-    probe = max(mih_module.PROBE_QUERIES, len(queries) // 16)
+    probe = max(mih_module.PROBE_QUERIES, len(queries) // mih_module.PROBE_SHARE)
     assert tried[:probe].all() and not tried[probe:].any()
     assert (stats["path"] == "scan").all()
 
@@ -365,3 +365,112 @@ def test_sparse_tables_are_built_like_a_stable_argsort(seed, n, width, distinct)
     np.testing.assert_array_equal(pos, want_pos)
     np.testing.assert_array_equal(out_keys, want_keys)
     np.testing.assert_array_equal(out_off, want_off)
+
+
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    nbits=st.sampled_from([16, 32] if NOJIT else [16, 32, 64, 128]),
+    style=st.sampled_from(["uniform", "few", "clustered"]),
+    n=st.integers(0, 200 if NOJIT else 3000),
+    extra_k=st.integers(0, 6),
+    threads=st.sampled_from([1, 2]),
+)
+def test_chunked_lookups_and_verification_equal_naive(seed, nbits, style, n, extra_k, threads):
+    """The staged search (keys looked up and rows verified CHUNK_KEYS at a time, candidate buffers grown
+    for large buckets) against the naive twin: substrings of 12-16 bits, so a radius of 2 already has more
+    keys than one chunk; 'few' codes fill buckets past the candidate buffer; k up to past n; ties."""
+    from hashtool.hashindex import _mih_kernels as MK
+
+    rng = np.random.default_rng(seed)
+    db = make_codes(rng, n, nbits, style)
+    dups = max(8, n // 3)
+    if n > 10:
+        db[n // 2: n // 2 + dups] = db[0]  # exact duplicates: ties at every k, and one large bucket per table
+    width = 8 if NOJIT else int(rng.integers(12, 17))
+    m = max(1, nbits // width)
+    queries = make_queries(rng, db, 4, nbits)
+    if n:
+        queries = np.concatenate([queries, db[:1]])
+    k = max(1, min(int(rng.integers(1, 40)), n) + extra_k)
+    index = MIHIndex(nbits, m=m, fallback=False, threads=threads)
+    index.add(db)
+    want_d, want_i = knn_search(queries, db, np.arange(n), k)
+    d, i, stats = index.search(queries, k, return_stats=True)
+    np.testing.assert_array_equal(d, want_d)
+    np.testing.assert_array_equal(i, want_i)
+    if n:
+        assert (stats["path"] == "mih").all()
+        assert int(index._ensure_tables()["sub_width"].min()) >= (8 if NOJIT else 12)
+        if n > 10 and dups > 8 * MK.CHUNK_KEYS:  # the bucket of db[0] is past the candidate buffer
+            assert stats["candidates"][-1] > 8 * MK.CHUNK_KEYS
+    r = int(rng.integers(0, 2 * m + 2))
+    for got, exp in zip(index.range_search(queries, r), range_search(queries, db, np.arange(n), r)):
+        np.testing.assert_array_equal(got, exp)
+
+
+@pytest.mark.skipif(NOJIT, reason="enumerates radii of 16- and 32-bit substrings")
+@given(seed=st.integers(0, 2**32 - 1), style=st.sampled_from(["uniform", "clustered"]),
+       budget_frac=st.floats(0.001, 0.5), k=st.integers(1, 20), sparse=st.booleans())
+def test_a_query_falls_back_exactly_when_its_whole_search_would_pass_the_budget(seed, style, budget_frac, k, sparse):
+    """The early fallback (the next table's keys alone would pass the budget) only moves the moment a
+    query gives up, never whether it does: with 64-bit codes (no full verifications) a query falls back
+    iff the lookups (each at its table's cost: 4 dense 16-bit tables, or 2 sparse 32-bit ones) and
+    candidates of its complete, unbudgeted search cost more than the budget."""
+    from hashtool.hashindex import _mih_kernels as MK
+
+    rng = np.random.default_rng(seed)
+    n = 4000
+    db = make_codes(rng, n, 64, "clustered" if sparse else style)
+    queries = make_queries(rng, db, 12, 64)
+    if sparse:  # near queries only: a far one enumerates millions of 32-bit keys
+        queries = queries[len(queries) - 12:]
+    index = MIHIndex(64, m=2 if sparse else 4, fallback=False, threads=1)
+    index.add(db)
+    t = index._ensure_tables()
+    assert (t["t_dense"] == (0 if sparse else 1)).all()
+    lookup_cost = MK.SPARSE_LOOKUP_COST if sparse else MK.LOOKUP_COST
+    full = index.search(queries, k, return_stats=True)[2]
+    cost = full["lookups"] * lookup_cost + full["candidates"] * MK.CANDIDATE_COST
+    budget = int(budget_frac * n)
+    q = index._prepare_codes(queries, "queries")
+    nq = len(queries)
+    d, p = np.empty((nq, k), np.int32), np.empty((nq, k), np.int64)
+    lookups, cands, radius, bad = (np.zeros(nq, np.int64) for _ in range(4))
+    fell = np.zeros(nq, np.bool_)
+    MK.mih_knn(index._words, 1, n, q, 0, nq, k, *index._args(t), budget, d, p, lookups, cands, radius, fell, bad)
+    np.testing.assert_array_equal(fell, cost > budget)
+    spent = lookups * lookup_cost + cands * MK.CANDIDATE_COST
+    assert (spent[~fell] == cost[~fell]).all()
+    assert (spent[fell] <= cost[fell]).all()
+    want_d = knn_search(queries, db, np.arange(n), k)[0]
+    np.testing.assert_array_equal(d[~fell], want_d[~fell])
+
+
+@pytest.mark.skipif(NOJIT, reason="16-bit substrings")
+@pytest.mark.parametrize("seed", range(5))
+def test_the_early_fallback_gives_up_at_the_level_boundary(seed):
+    """A budget that covers radius 0 but not the 16 keys of the next level: the query gives up right
+    after radius 0 (m lookups), instead of looking up the next table's keys and passing the budget."""
+    from hashtool.hashindex import _mih_kernels as MK
+    from hashtool.hashindex.mih import substring_layout
+
+    rng = np.random.default_rng(seed)
+    n, m, k = 4000, 4, 10
+    db = make_codes(rng, n, 64, "uniform")
+    query = make_codes(rng, 1, 64, "uniform")
+    index = MIHIndex(64, m=m, fallback=False, threads=1)
+    index.add(db)
+    words = index._words
+    q = index._prepare_codes(query, "queries")
+    starts, widths = substring_layout(64, m)
+    sub = lambda w, j: (w >> np.uint64(starts[j])) & np.uint64((1 << int(widths[j])) - 1)  # noqa: E731
+    r0_cands = sum(int((sub(words, j) == sub(q[0], j)).sum()) for j in range(m))
+    assert r0_cands < k  # radius 0 cannot finish the search
+    r0_cost = m * MK.LOOKUP_COST + r0_cands * MK.CANDIDATE_COST
+    budget = r0_cost + 16 * MK.LOOKUP_COST - 1  # the 16 keys at radius 1 of table 0 do not fit
+    d, p = np.empty((1, k), np.int32), np.empty((1, k), np.int64)
+    lookups, cands, radius, bad = (np.zeros(1, np.int64) for _ in range(4))
+    fell = np.zeros(1, np.bool_)
+    MK.mih_knn(words, 1, n, q, 0, 1, k, *index._args(index._ensure_tables()), budget, d, p, lookups, cands,
+               radius, fell, bad)
+    assert fell[0] and lookups[0] == m and cands[0] == r0_cands and radius[0] == 0

@@ -25,28 +25,76 @@ rows are deduplicated with a small per-query hash set owned by the worker that r
 
 Exact range search runs the same loop and stops once ``m * r + j + 1 > max_distance``.
 
+Staging. At 1e7 codes every bucket lookup (a dense table of 2**21-2**22 offsets) and every candidate's
+first word (a random row of the codes) is a cache miss. Looked up one bucket at a time, each miss waited
+for the previous one: the loop over a bucket's rows ends in a branch that depends on the loaded bounds.
+So keys are taken :data:`CHUNK_KEYS` at a time, and each stage runs over the whole chunk before the next
+starts: the keys, their bucket bounds (a loop without data-dependent branches, with a prefetch of each
+bucket's first entry), the candidates' positions, their first words' distances (branch-free), and only
+then the comparisons with the k-th best. Measured on 1e7 x 64 clustered codes (1,000 queries, one thread,
+one at a time): 176 ms before, 60 ms staged, answers identical.
+
 Fallback. Each lookup and each verified candidate costs work, counted in units of one database word
 scanned. When a query's work passes its budget (a fraction of the cost of scanning every row), the
 kernel gives up on that query and marks it; the caller answers marked queries with the exhaustive scan.
+A query also gives up at a table's boundary when the next table's keys alone (``C(width, r)`` lookups)
+would pass what is left of its budget: it would pass it partway through them anyway, so only the work
+thrown away changes (every query falls back exactly when its whole search would cost more than the budget).
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit
 
 from hashtool.hashindex._popcount import popcount
 
+if numba.config.DISABLE_JIT:
+
+    def prefetch(arr, i):
+        """A hint that ``arr[i]`` will be read soon (plain Python: nothing to do)."""
+
+else:
+    from llvmlite import ir
+    from numba import types
+    from numba.core import cgutils
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def prefetch(typingctx, arr, i):
+        """LLVM's ``llvm.prefetch`` of ``arr[i]`` (a read, kept in every cache level): a hint that never
+        faults, so ``i`` may be out of range (a damaged table: the caller checks before it reads)."""
+        if not (isinstance(arr, types.Array) and arr.ndim == 1 and isinstance(i, types.Integer)):
+            return None
+
+        def codegen(context, builder, signature, args):
+            data = context.make_array(signature.args[0])(context, builder, args[0]).data
+            ptr = builder.bitcast(builder.gep(data, [args[1]]), ir.IntType(8).as_pointer())
+            fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), ir.IntType(32), ir.IntType(32), ir.IntType(32)])
+            fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
+            i32 = ir.IntType(32)
+            builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+            return context.get_dummy_value()
+
+        return types.none(arr, i), codegen
+
 POS_SHIFT = 40  # key = distance << 40 | position: positions below 2**40, distances up to 4096
 NO_KEY = np.int64(9223372036854775807)
-# Work model in units of "one database word scanned by the exhaustive kernel". Measured on the shared
-# 2-core build machine (load average ~15): a bucket lookup in a dense table (2**21..2**22 offsets: cache
-# and TLB misses) cost 125 scanned words at N=1e6 and about 600 at N=1e7; a sequential table entry a
-# few; a random full-code read about as much as a lookup. The larger figure is used: overestimating a
-# lookup only sends a query to the scan a little early.
-LOOKUP_COST = 512
-CANDIDATE_COST = 4
-VERIFY_COST = 512
+# Work model in units of "one database word scanned by the exhaustive kernel". Fitted on the shared 2-core
+# build machine (2026-12-01, round 6, 1e7 x 64 clustered codes, 1,000 queries one at a time on one thread,
+# time against lookups and candidates by least squares): 77 ns a bucket lookup in a dense table (2**21..2**22
+# int32 offsets: a cache miss), 26 ns a candidate (its position and the random read of its first word), with
+# the flat scan at 0.25 ns a word in the same session. A full verification (the rest of a longer code, in the
+# row's cache line) is a guess, not a fit.
+LOOKUP_COST = 300
+# A lookup in a sparse table (32-bit substrings of 1e8+ codes) is a binary search over the distinct keys,
+# fitted the same way on 1e7 x 64 clustered codes with m = 2 (two sparse tables, 300 queries): 121 ns, 535
+# words at that session's 0.226 ns a scanned word (the dense lookup refitted there: 76 ns, 338 words).
+SPARSE_LOOKUP_COST = 540
+CANDIDATE_COST = 100
+VERIFY_COST = 16
+CHUNK_KEYS = 64  # keys enumerated, looked up and verified together (see _mih_query)
 
 
 @njit(cache=True, nogil=True)
@@ -223,19 +271,106 @@ def keep_best(buf, cnt, k):
 
 
 @njit(cache=True, nogil=True)
+def _choose(w, r):
+    """Binomial coefficient C(w, r) for 0 <= r <= w <= 64 (the keys at distance r of a w-bit key)."""
+    c = np.int64(1)
+    for i in range(r):
+        c = c * (w - i) // (i + 1)
+    return c
+
+
+@njit(cache=True, nogil=True)
+def _next_subset(v):
+    """The next integer with as many set bits as ``v`` (Gosper's hack)."""
+    c = v & -v
+    rr = v + c
+    return (((rr ^ v) >> 2) // c) | rr
+
+
+@njit(cache=True, nogil=True)
+def _bucket_bounds(j, base, keys, nk, t_dense, t_off_base, t_key_base, t_key_len, t_offsets, t_keys, t_pos,
+                   los, his):
+    """Entry ranges of ``keys[:nk]`` in table ``j`` into ``los``/``his``, and a prefetch of each bucket's
+    first entry. A dense table's loop has no data-dependent branch, so its offset reads (cache misses at
+    large n) overlap instead of waiting one after another behind the previous bucket's loop."""
+    if t_dense[j]:
+        ob = t_off_base[j]
+        for i in range(nk):
+            lo = np.int64(t_offsets[ob + keys[i]])
+            los[i] = lo
+            his[i] = np.int64(t_offsets[ob + keys[i] + 1])
+            prefetch(t_pos, base + lo)
+    else:
+        for i in range(nk):
+            lo, hi = lookup(j, keys[i], t_dense, t_off_base, t_key_base, t_key_len, t_offsets, t_keys)
+            los[i] = lo
+            his[i] = hi
+            prefetch(t_pos, base + lo)
+
+
+@njit(cache=True, nogil=True)
+def _admit(words, nw, q, qo, cand, nc, k, is_range, thr, buf, cnt, seen, nseen):
+    """Verify the candidate rows ``cand[0, :nc]`` (valid positions) and admit those that beat ``thr``
+    (``cand[1]`` receives their first word's distance).
+
+    First the first word of every candidate in a branch-free loop (its reads overlap), then the rest of
+    the admitted ones' words. Returns (buf, cnt, thr, seen, nseen, full verifications).
+    """
+    q0 = q[qo]
+    rows = cand[0]
+    dist = cand[1]
+    for c in range(nc):
+        dist[c] = popcount(q0 ^ words[rows[c] * nw])
+    verifies = 0
+    for c in range(nc):
+        d = dist[c]
+        if (d << POS_SHIFT) >= thr:
+            continue
+        p = rows[c]
+        if nw > 1:
+            verifies += 1
+            pb = p * nw
+            for w in range(1, nw):
+                d += popcount(q[qo + w] ^ words[pb + w])
+        key = (d << POS_SHIFT) | p
+        if key >= thr:
+            continue
+        seen, nseen, fresh = set_add(seen, nseen, p)
+        if not fresh:
+            continue
+        if cnt == buf.shape[0]:
+            if is_range:
+                grown = np.empty(2 * buf.shape[0], np.int64)
+                grown[:cnt] = buf[:cnt]
+                buf = grown
+            else:
+                cnt, thr = keep_best(buf, cnt, k)
+        buf[cnt] = key
+        cnt += 1
+    return buf, cnt, thr, seen, nseen, verifies
+
+
+@njit(cache=True, nogil=True)
 def _mih_query(words, nw, n, q, qi, k, max_distance, m, sub_start, sub_width,
                t_dense, t_off_base, t_key_base, t_key_len, t_offsets, t_keys, t_pos,
-               budget, qk, buf):
+               budget, qk, buf, scratch, cand):
     """One query of exact k-NN (``max_distance < 0``) or range search (``max_distance >= 0``).
 
-    Returns (buf, count, lookups, candidates, radius, fell_back, bad); ``buf[:count]`` holds sorted keys
-    ``distance << 40 | position`` (the k best, or every row within ``max_distance``); ``bad`` counts
+    Keys are enumerated, looked up and their rows verified :data:`CHUNK_KEYS` at a time, each stage a
+    loop of its own (see :func:`_bucket_bounds`, :func:`_admit`), so that the cache misses of one chunk
+    overlap. ``scratch``: (4, CHUNK_KEYS) int64 (keys, bucket starts and ends, distances); ``cand``: the
+    candidate rows of a chunk (int64; grown when a chunk has more).
+
+    Returns (buf, cand, count, lookups, candidates, radius, fell_back, bad); ``buf[:count]`` holds sorted
+    keys ``distance << 40 | position`` (the k best, or every row within ``max_distance``); ``bad`` counts
     positions or bucket bounds out of range (a corrupted file: the caller raises).
     """
     qo = qi * nw
-    q0 = q[qo]
     for j in range(m):
         qk[j] = substring_key(q, qo, sub_start[j], sub_width[j])
+    keys = scratch[0]
+    los = scratch[1]
+    his = scratch[2]
     is_range = max_distance >= 0
     range_thr = (np.int64(max_distance) + 1) << POS_SHIFT
     thr = range_thr if is_range else NO_KEY
@@ -243,6 +378,7 @@ def _mih_query(words, nw, n, q, qi, k, max_distance, m, sub_start, sub_width,
     seen = np.full(64, -1, np.int64)
     nseen = np.int64(0)
     lookups = 0
+    work = 0  # lookups weighted by their table's cost
     cands = 0
     verifies = 0
     bad = 0
@@ -261,48 +397,46 @@ def _mih_query(words, nw, n, q, qi, k, max_distance, m, sub_start, sub_width,
                 v = (1 << r) - 1
                 limit = 1 << s
                 while v < limit:
-                    lo, hi = lookup(j, qk[j] ^ v, t_dense, t_off_base, t_key_base, t_key_len, t_offsets, t_keys)
-                    lookups += 1
-                    if lo < 0 or hi > n or lo > hi:
-                        bad += 1
-                        lo = hi = 0
-                    cands += hi - lo
-                    for e in range(base + lo, base + hi):
-                        p = np.int64(t_pos[e])
-                        if p < 0 or p >= n:
+                    nk = 0
+                    while v < limit and nk < CHUNK_KEYS:
+                        keys[nk] = qk[j] ^ v
+                        nk += 1
+                        v = limit if r == 0 else _next_subset(v)
+                    lookups += nk
+                    work += nk * (LOOKUP_COST if t_dense[j] else SPARSE_LOOKUP_COST)
+                    _bucket_bounds(j, base, keys, nk, t_dense, t_off_base, t_key_base, t_key_len, t_offsets,
+                                   t_keys, t_pos, los, his)
+                    nc = np.int64(0)  # not a literal: one specialisation of _admit
+                    for i in range(nk):
+                        lo = los[i]
+                        hi = his[i]
+                        if lo < 0 or hi > n or lo > hi:
                             bad += 1
                             continue
-                        d = popcount(q0 ^ words[p * nw])
-                        if (d << POS_SHIFT) >= thr:
-                            continue
-                        if nw > 1:
-                            verifies += 1
-                            pb = p * nw
-                            for w in range(1, nw):
-                                d += popcount(q[qo + w] ^ words[pb + w])
-                        key = (d << POS_SHIFT) | p
-                        if key >= thr:
-                            continue
-                        seen, nseen, fresh = set_add(seen, nseen, p)
-                        if not fresh:
-                            continue
-                        if cnt == buf.shape[0]:
-                            if is_range:
-                                grown = np.empty(2 * buf.shape[0], np.int64)
-                                grown[:cnt] = buf[:cnt]
-                                buf = grown
-                            else:
-                                cnt, thr = keep_best(buf, cnt, k)
-                        buf[cnt] = key
-                        cnt += 1
-                    if lookups * LOOKUP_COST + cands * CANDIDATE_COST + verifies * VERIFY_COST > budget:
+                        cands += hi - lo
+                        if nc + hi - lo > cand.shape[1]:
+                            if nc:
+                                buf, cnt, thr, seen, nseen, vf = _admit(words, nw, q, qo, cand, nc, k, is_range,
+                                                                        thr, buf, cnt, seen, nseen)
+                                verifies += vf
+                                nc = np.int64(0)
+                            if hi - lo > cand.shape[1]:
+                                cand = np.empty((2, 2 * (hi - lo)), np.int64)
+                        rows = cand[0]
+                        for e in range(base + lo, base + hi):
+                            p = np.int64(t_pos[e])
+                            if p < 0 or p >= n:
+                                bad += 1
+                                continue
+                            rows[nc] = p
+                            nc += 1
+                    if nc:
+                        buf, cnt, thr, seen, nseen, vf = _admit(words, nw, q, qo, cand, nc, k, is_range, thr,
+                                                                buf, cnt, seen, nseen)
+                        verifies += vf
+                    if work + cands * CANDIDATE_COST + verifies * VERIFY_COST > budget:
                         fell = True
                         break
-                    if r == 0:
-                        break
-                    c = v & -v
-                    rr = v + c
-                    v = (((rr ^ v) >> 2) // c) | rr
                 if fell:
                     break
                 if r == s:
@@ -320,13 +454,22 @@ def _mih_query(words, nw, n, q, qi, k, max_distance, m, sub_start, sub_width,
                 if (thr >> POS_SHIFT) < bound:
                     done = True
                     break
+            # the next table's keys alone would pass the budget: fall back now rather than partway through
+            # them (the same outcome, with less work thrown away)
+            rn = r + (j + 1) // m
+            jn = (j + 1) % m
+            spent = work + cands * CANDIDATE_COST + verifies * VERIFY_COST
+            cost = LOOKUP_COST if t_dense[jn] else SPARSE_LOOKUP_COST
+            if rn <= sub_width[jn] and spent + _choose(sub_width[jn], rn) * cost > budget:
+                fell = True
+                break
         if done or fell:
             break
     if is_range:
         heapsort(buf, cnt)
     else:
         cnt, thr = keep_best(buf, cnt, k)
-    return buf, cnt, lookups, cands, radius, fell, bad
+    return buf, cand, cnt, lookups, cands, radius, fell, bad
 
 
 @njit(cache=True, nogil=True)
@@ -336,12 +479,14 @@ def mih_knn(words, nw, n, q, qa, qb, k, m, sub_start, sub_width,
     """Exact k-NN for queries qa..qb-1 (one task of the thread pool). Fallen-back queries are marked."""
     qk = np.empty(m, np.int64)
     buf = np.empty(2 * k + 32, np.int64)
+    scratch = np.empty((3, CHUNK_KEYS), np.int64)
+    cand = np.empty((2, 8 * CHUNK_KEYS), np.int64)
     mask = (np.int64(1) << POS_SHIFT) - 1
     no_limit = np.int64(-1)  # a variable, not a literal: one specialisation of _mih_query serves both callers
     for qi in range(qa, qb):
-        buf, cnt, lk, cd, rad, fell, bad = _mih_query(
+        buf, cand, cnt, lk, cd, rad, fell, bad = _mih_query(
             words, nw, n, q, qi, k, no_limit, m, sub_start, sub_width, t_dense, t_off_base, t_key_base,
-            t_key_len, t_offsets, t_keys, t_pos, budget, qk, buf)
+            t_key_len, t_offsets, t_keys, t_pos, budget, qk, buf, scratch, cand)
         st_lookups[qi] = lk
         st_cands[qi] = cd
         st_radius[qi] = rad
@@ -367,14 +512,16 @@ def mih_range(words, nw, n, q, qa, qb, max_distance, m, sub_start, sub_width,
     """
     qk = np.empty(m, np.int64)
     buf = np.empty(64, np.int64)
+    scratch = np.empty((3, CHUNK_KEYS), np.int64)
+    cand = np.empty((2, 8 * CHUNK_KEYS), np.int64)
     out = np.empty(1024, np.int64)
     one = np.int64(1)
     counts = np.zeros(qb - qa, np.int64)
     total = 0
     for qi in range(qa, qb):
-        buf, cnt, lk, cd, rad, fell, bad = _mih_query(
+        buf, cand, cnt, lk, cd, rad, fell, bad = _mih_query(
             words, nw, n, q, qi, one, max_distance, m, sub_start, sub_width, t_dense, t_off_base,
-            t_key_base, t_key_len, t_offsets, t_keys, t_pos, budget, qk, buf)
+            t_key_base, t_key_len, t_offsets, t_keys, t_pos, budget, qk, buf, scratch, cand)
         st_lookups[qi] = lk
         st_cands[qi] = cd
         st_radius[qi] = rad

@@ -15,10 +15,15 @@ Choices (see :mod:`hashtool.hashindex._mih_kernels` for the search itself):
   otherwise each query runs the multi-index search with a work budget of ``FALLBACK_FRACTION`` of a full
   scan, and a query that exceeds it is answered by the scan. So a query costs at most about
   ``1 + FALLBACK_FRACTION`` scans. ``fallback=False`` forces the multi-index path (for tests and
-  benchmarks).
+  benchmarks). The fraction was 0.1 while the kernel looked buckets up one at a time; with the staged
+  kernel (see :mod:`hashtool.hashindex._mih_kernels`) and its refitted work model, 1e7 x 64 clustered
+  codes (1,000 queries, 2 threads, round 6) went from 12x the scan's speed at 0.1 (3.9% of the queries
+  fell back) to 26x at 0.2 (0.7%), 31x at 0.3 (0.1%) and 39x at 0.5 (none), uniform codes staying at
+  0.99-1.12x at every fraction in that sweep (0.93-1.01x in three later runs of the issue's command: see
+  RESULTS.md, round 6); 0.3 keeps the worst query at 1.3 scans.
 * Routing (k-NN), a function of the call and of the stored codes only (never of earlier calls, so the
   same call takes the same path in every process and thread): a large batch first sends a probe of
-  ``max(PROBE_QUERIES, nq // 16)`` of its queries through the multi-index path; if more than
+  ``max(PROBE_QUERIES, nq // PROBE_SHARE)`` of its queries through the multi-index path; if more than
   ``ROUTE_SCAN_ABOVE`` of them fell back, the rest of the batch is scanned directly. A small call (too
   few queries for a probe of its own) asks :meth:`MIHIndex.mih_pays`: ``CALIBRATION_QUERIES`` stored
   codes, at fixed evenly spaced positions, are searched once per ``k`` after every table build; if more
@@ -48,9 +53,10 @@ MIN_WIDTH = 8
 MAX_WIDTH = 32
 DENSE_MAX_BITS = 24
 SMALL_SCAN_WORDS = 1 << 14
-FALLBACK_FRACTION = 0.1
+FALLBACK_FRACTION = 0.3
 ROUTE_SCAN_ABOVE = 0.9
 PROBE_QUERIES = 8
+PROBE_SHARE = 32  # a large batch probes 1/32 of its queries (1/16 before round 6: see RESULTS.md)
 CALIBRATION_QUERIES = 16
 _TABLE_KEYS = ("sub_start", "sub_width", "t_dense", "t_off_base", "t_key_base", "t_key_len")
 _TABLE_ARRAYS = ("t_offsets", "t_keys", "t_pos")
@@ -70,6 +76,11 @@ def default_m(nbits: int, n: int) -> int:
     lo = -(-nbits // MAX_WIDTH)
     hi = max(1, nbits // MIN_WIDTH)
     return max(lo, min(hi, m, 64))
+
+
+def is_dense(width: int, n: int) -> bool:
+    """Whether the table of a ``width``-bit substring of ``n`` codes is dense (see the module docstring)."""
+    return width <= DENSE_MAX_BITS and (1 << width) <= max(8 * n, 1 << 16)
 
 
 def substring_layout(nbits: int, m: int) -> tuple[np.ndarray, np.ndarray]:
@@ -152,7 +163,7 @@ class MIHIndex(BaseIndex):
         for j in range(m):
             w = int(widths[j])
             MK.substring_keys(words, nw, n, int(starts[j]), w, keys)
-            dense = w <= DENSE_MAX_BITS and (1 << w) <= max(8 * n, 1 << 16)
+            dense = is_dense(w, n)
             seg = slice(j * n, (j + 1) * n)
             if dense:
                 off = np.zeros((1 << w) + 1, dtype=np.int32)
@@ -236,7 +247,7 @@ class MIHIndex(BaseIndex):
             _pool.run(self._threads, MK.mih_knn, tasks)
             self._raise_if_bad(bad)
 
-        probe = max(PROBE_QUERIES, nq // 16)
+        probe = max(PROBE_QUERIES, nq // PROBE_SHARE)
         if nq > 2 * probe and self._fallback:
             run(0, probe)
             if fell[:probe].mean() <= ROUTE_SCAN_ABOVE:
@@ -295,14 +306,17 @@ class MIHIndex(BaseIndex):
         ids = self._ids_of(p)
         return (d, ids, self.last_stats) if return_stats else (d, ids)
 
-    def _range_lookups(self, widths, r: int) -> int:
-        """Buckets the range search with radius ``r`` probes (pigeonhole rule), for the fallback test."""
+    def _range_lookup_work(self, widths, r: int) -> int:
+        """The work of the buckets the range search with radius ``r`` probes (pigeonhole rule), for the
+        fallback test: each lookup at its table's cost (dense or sparse)."""
         m = widths.shape[0]
         total = 0
         for j in range(m):
             # substring j is searched to radius rho with m * rho + j <= r
             rho = (r - j) // m
-            total += sum(math.comb(int(widths[j]), x) for x in range(0, min(rho, int(widths[j])) + 1))
+            w = int(widths[j])
+            cost = MK.LOOKUP_COST if is_dense(w, len(self)) else MK.SPARSE_LOOKUP_COST
+            total += cost * sum(math.comb(w, x) for x in range(0, min(rho, w) + 1))
         return total
 
     def range_search(self, queries, max_distance, return_stats: bool = False):
@@ -314,7 +328,7 @@ class MIHIndex(BaseIndex):
         scan = n == 0 or nq == 0 or self._scan_everything() or _numpy_scan.use_numpy(self._engine, nq, n, nw)
         if not scan and self._fallback:
             widths = self._tables["sub_width"] if self._tables is not None else substring_layout(self._nbits, self.m)[1]
-            scan = self._range_lookups(widths, r) * MK.LOOKUP_COST > self._budget()
+            scan = self._range_lookup_work(widths, r) > self._budget()
         if scan:
             lims, d, p = flat_range(self._words, nw, self._nbits, n, q, r, self._threads, self._engine)
             self.last_stats = self._stats(nq, n)
