@@ -15,8 +15,9 @@ Choices the paper leaves open (or that were scaled down for a shared 2-core CPU)
 
 * Network: the backbone of ``nin-latent`` (see :mod:`hashtool.train.methods.nin_latent`), then
   ``Linear(features, B)`` and tanh. Default: the plain BN CNN ``32, P, 64, P, 128, 128`` and a dense layer of
-  256 units (``F256``); ``--preset paper``: the scaled-down Network-in-Network (16, 32, 96). The paper fine-tunes ImageNet networks; nothing may be
-  downloaded here, and one shared backbone makes the two supervised methods comparable.
+  256 units (``F256``); ``--preset paper``: the scaled-down Network-in-Network (16, 32, 96). The paper
+  fine-tunes ImageNet networks; nothing may be downloaded here, and one shared backbone makes the two
+  supervised methods comparable.
 * Codewords: a free table ``V`` (classes x B), initialised from N(0, 0.1^2); the relaxed codeword is
   ``tanh(V)`` (inside the hypercube), the binary codeword is ``sign(V)``. The small start leaves the
   codewords free to move while the network learns which classes resemble each other; the loss pushes
