@@ -19,15 +19,14 @@ import torch
 from hashtool.codes import pack
 from hashtool.datasets import load_dataset, make_splits
 from hashtool.evaluate import hamming_distances, retrieval_metrics
-from hashtool.train.checkpoint import checkpoint_preprocess, load_checkpoint, read_checkpoint
+from hashtool.train.checkpoint import checkpoint_preprocess, load_checkpoint
 from hashtool.train.data import encode_packed
 
 
 def main(path: str) -> None:
     torch.set_num_threads(2)
-    model, _ = load_checkpoint(path)
-    model.eval()
-    pre = checkpoint_preprocess(read_checkpoint(path))
+    model, ckpt = load_checkpoint(path)  # in eval mode
+    pre = checkpoint_preprocess(ckpt)
     splits = make_splits(load_dataset("fashion-mnist"), seed=0)
     q, ql = splits.part("query")
     d, dl = splits.part("database")
