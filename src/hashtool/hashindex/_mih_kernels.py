@@ -358,8 +358,8 @@ def _mih_query(words, nw, n, q, qi, k, max_distance, m, sub_start, sub_width,
 
     Keys are enumerated, looked up and their rows verified :data:`CHUNK_KEYS` at a time, each stage a
     loop of its own (see :func:`_bucket_bounds`, :func:`_admit`), so that the cache misses of one chunk
-    overlap. ``scratch``: (4, CHUNK_KEYS) int64 (keys, bucket starts and ends, distances); ``cand``: the
-    candidate rows of a chunk (int64; grown when a chunk has more).
+    overlap. ``scratch``: (3, CHUNK_KEYS) int64 (keys, bucket starts, bucket ends); ``cand``: (2, c) int64, the
+    candidate rows of a chunk and their first words' distances (grown when a chunk has more).
 
     Returns (buf, cand, count, lookups, candidates, radius, fell_back, bad); ``buf[:count]`` holds sorted
     keys ``distance << 40 | position`` (the k best, or every row within ``max_distance``); ``bad`` counts
