@@ -1,5 +1,6 @@
 """FlatIndex and MIHIndex against the naive twin, over hypothesis-drawn shapes with heavy ties."""
 
+import contextlib
 import os
 from unittest import mock
 
@@ -328,7 +329,8 @@ def test_the_same_call_takes_the_same_path_in_a_fresh_process(tmp_path):
     assert json.loads(res.stdout.strip().splitlines()[-1]) == want
 
 
-def test_a_large_batch_probes_first_then_scans_the_rest():
+@pytest.mark.parametrize("pays", [True, False])
+def test_a_large_batch_probes_first_then_scans_the_rest_unless_the_stored_codes_say_scan(pays):
     rng = np.random.default_rng(12)
     n = 300 if NOJIT else 3000
     db = make_codes(rng, n, 64, "uniform")
@@ -336,12 +338,15 @@ def test_a_large_batch_probes_first_then_scans_the_rest():
     index = MIHIndex(64)
     index.add(db)
     with mock.patch.object(mih_module, "SMALL_SCAN_WORDS", 0), mock.patch.object(mih_module, "FALLBACK_FRACTION", 1e-6):
-        d, i, stats = index.search(queries, 4, return_stats=True)
+        # every query falls back on this budget; the calibration on the stored codes says so unless told otherwise
+        with mock.patch.object(index, "mih_pays", return_value=True) if pays else contextlib.nullcontext():
+            d, i, stats = index.search(queries, 4, return_stats=True)
+        assert index.mih_pays(4) is False
     want_d, want_i = knn_search(queries, db, np.arange(n), 4)
     np.testing.assert_array_equal(d, want_d)
     np.testing.assert_array_equal(i, want_i)
     tried = stats["lookups"] > 0
-    probe = max(mih_module.PROBE_QUERIES, len(queries) // mih_module.PROBE_SHARE)
+    probe = max(mih_module.PROBE_QUERIES, len(queries) // mih_module.PROBE_SHARE) if pays else 0
     assert tried[:probe].all() and not tried[probe:].any()
     assert (stats["path"] == "scan").all()
 

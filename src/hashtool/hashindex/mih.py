@@ -22,14 +22,15 @@ Choices (see :mod:`hashtool.hashindex._mih_kernels` for the search itself):
   0.99-1.12x at every fraction in that sweep (0.93-1.01x in three later runs of the issue's command: see
   RESULTS.md, round 6); 0.3 keeps the worst query at 1.3 scans.
 * Routing (k-NN), a function of the call and of the stored codes only (never of earlier calls, so the
-  same call takes the same path in every process and thread): a large batch first sends a probe of
-  ``max(PROBE_QUERIES, nq // PROBE_SHARE)`` of its queries through the multi-index path; if more than
-  ``ROUTE_SCAN_ABOVE`` of them fell back, the rest of the batch is scanned directly. A small call (too
-  few queries for a probe of its own) asks :meth:`MIHIndex.mih_pays`: ``CALIBRATION_QUERIES`` stored
-  codes, at fixed evenly spaced positions, are searched once per ``k`` after every table build; if more
-  than ``ROUTE_SCAN_ABOVE`` of them fell back, small calls with that ``k`` are scanned directly. This
-  keeps uniform data, where multi-index hashing cannot win at these sizes, within a few percent of the
-  scan. Range search needs no routing: its enumeration cost is known before it starts.
+  same call takes the same path in every process and thread). Every call first asks
+  :meth:`MIHIndex.mih_pays`: ``CALIBRATION_QUERIES`` stored codes, at fixed evenly spaced positions, are
+  searched once per ``k`` after every table build; if more than ``ROUTE_SCAN_ABOVE`` of them fell back, calls
+  with that ``k`` are scanned directly, whatever their size. Otherwise a large batch sends a probe of
+  ``max(PROBE_QUERIES, nq // PROBE_SHARE)`` of its queries through the multi-index path first (its queries
+  may be unlike the stored codes); if more than ``ROUTE_SCAN_ABOVE`` of them fell back, the rest of the batch
+  is scanned directly. Until round 7 a large batch skipped the calibration and always paid for its probe
+  (1e7 x 64 uniform codes: 0.93-0.94x the scan's speed in round 6). This keeps uniform data, where
+  multi-index hashing cannot win at these sizes, near the scan's speed after the first call with a given ``k``. Range search needs no routing: its enumeration cost is known before it starts.
 * Per-query statistics of the last search are in :attr:`MIHIndex.last_stats` (and returned with
   ``return_stats=True``): ``lookups`` (buckets probed), ``candidates`` (table entries checked),
   ``radius`` (last substring radius reached, -1 if none), ``path`` ("mih" or "scan").
@@ -209,7 +210,7 @@ class MIHIndex(BaseIndex):
         return int(FALLBACK_FRACTION * len(self) * self._nw) + 1
 
     def mih_pays(self, k: int) -> bool:
-        """Whether the multi-index path pays for ``k``-NN calls too small to probe (see the module docstring).
+        """Whether the multi-index path can pay for ``k``-NN calls on these codes (see the module docstring).
 
         Decided once per ``k`` for the stored codes by searching ``CALIBRATION_QUERIES`` of them (fixed
         positions), so it depends only on the index's contents and ``k``.
@@ -290,7 +291,7 @@ class MIHIndex(BaseIndex):
         q = self._prepare_codes(queries, "queries")
         nq, n, nw = q.shape[0] // self._nw, len(self), self._nw
         scan = n == 0 or nq == 0 or self._scan_everything() or _numpy_scan.use_numpy(self._engine, nq, n, nw)
-        if not scan and self._fallback and nq <= 2 * PROBE_QUERIES:
+        if not scan and self._fallback:
             scan = not self.mih_pays(k)
         if scan:  # the whole call is routed to the scan: no per-query bookkeeping
             d, p = flat_knn(self._words, nw, self._nbits, n, q, k, self._threads, self._engine)
