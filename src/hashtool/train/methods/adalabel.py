@@ -71,21 +71,13 @@ from torch import nn
 
 import hashtool.train.data as train_data  # a module import: train.data imports this package's Batch
 from hashtool.train.methods import Method, register_method
-from hashtool.train.methods.nin_latent import DEFAULT_FILTERS, cosine_phases, filter_item, make_backbone, parse_filters
-from hashtool.train.models import HashConfig, HashModel, register_model
+from hashtool.train.methods.nin_latent import DEFAULT_FILTERS, BackboneHashConfig, config_backbone, cosine_phases, parse_filters
+from hashtool.train.models import HashModel, register_model
 
 
 @dataclass
-class AdaLabelConfig(HashConfig):
-    filters: tuple = (16, 32, 96)
-    kernel: int = 3
-    mlp_layers: int = 2
-    num_classes: int = 10
+class AdaLabelConfig(BackboneHashConfig):
     init_std: float = 0.1
-    backbone: str = "nin"  # checkpoints written before the option existed hold NIN backbones
-
-    def __post_init__(self):
-        self.filters = [filter_item(f) for f in self.filters]
 
 
 @register_model("adalabel", AdaLabelConfig)
@@ -94,8 +86,7 @@ class AdaLabel(HashModel):
 
     def __init__(self, config: AdaLabelConfig):
         super().__init__(config)
-        self.backbone = make_backbone(config.backbone, config.in_channels, config.filters, config.kernel, config.mlp_layers,
-                                      (config.height, config.width))
+        self.backbone = config_backbone(config)
         self.hash = nn.Linear(self.backbone.out_features, config.bits)
         # One codeword per class (never used by encode()).
         self.codeword_logits = nn.Parameter(torch.randn(config.num_classes, config.bits) * config.init_std)

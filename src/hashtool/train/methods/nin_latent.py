@@ -182,16 +182,28 @@ def parse_filters(spec) -> list:
 
 
 @dataclass
-class NINLatentConfig(HashConfig):
+class BackboneHashConfig(HashConfig):
+    """The fields of a supervised method's backbone and classes (nin-latent's and adalabel's configs)."""
+
     filters: tuple = (16, 32, 96)
     kernel: int = 3
     mlp_layers: int = 2
-    dropout: float = 0.1
     num_classes: int = 10
     backbone: str = "nin"  # checkpoints written before the option existed hold NIN backbones
 
     def __post_init__(self):
         self.filters = [filter_item(f) for f in self.filters]
+
+
+def config_backbone(config: BackboneHashConfig) -> nn.Module:
+    """The backbone a :class:`BackboneHashConfig` describes (see :func:`make_backbone`)."""
+    return make_backbone(config.backbone, config.in_channels, config.filters, config.kernel, config.mlp_layers,
+                         (config.height, config.width))
+
+
+@dataclass
+class NINLatentConfig(BackboneHashConfig):
+    dropout: float = 0.0
 
 
 @register_model("nin-latent", NINLatentConfig)
@@ -200,8 +212,7 @@ class NINLatent(HashModel):
 
     def __init__(self, config: NINLatentConfig):
         super().__init__(config)
-        self.backbone = make_backbone(config.backbone, config.in_channels, config.filters, config.kernel, config.mlp_layers,
-                                      (config.height, config.width))
+        self.backbone = config_backbone(config)
         self.dropout = nn.Dropout(config.dropout)
         self.latent = nn.Linear(self.backbone.out_features, config.bits)
         self.classifier = nn.Linear(config.bits, config.num_classes)  # never used by encode()
