@@ -30,7 +30,8 @@ Choices (see :mod:`hashtool.hashindex._mih_kernels` for the search itself):
   may be unlike the stored codes); if more than ``ROUTE_SCAN_ABOVE`` of them fell back, the rest of the batch
   is scanned directly. Until round 7 a large batch skipped the calibration and always paid for its probe
   (1e7 x 64 uniform codes: 0.93-0.94x the scan's speed in round 6). This keeps uniform data, where
-  multi-index hashing cannot win at these sizes, near the scan's speed after the first call with a given ``k``. Range search needs no routing: its enumeration cost is known before it starts.
+  multi-index hashing cannot win at these sizes, near the scan's speed after the first call with a given ``k``.
+  Range search needs no routing: its enumeration cost is known before it starts.
 * Per-query statistics of the last search are in :attr:`MIHIndex.last_stats` (and returned with
   ``return_stats=True``): ``lookups`` (buckets probed), ``candidates`` (table entries checked),
   ``radius`` (last substring radius reached, -1 if none), ``path`` ("mih" or "scan").

@@ -57,7 +57,8 @@ Shared by both:
 
 * Latent layer: ``Linear(features, B)`` then sigmoid, on the backbone's feature; ``dropout`` before it: 0 by
   default (round 7: with the dense layer, 0.1 left nin-latent 32 at mAP 0.919, none gave 0.922: the database
-  is the training set, and fitting it is what mAP needs), 0.1 in ``--preset paper``. Classifier: ``Linear(B, classes)`` on the sigmoid outputs, so the classes must be linearly
+  is the training set, and fitting it is what mAP needs), 0.1 in ``--preset paper``. Classifier:
+  ``Linear(B, classes)`` on the sigmoid outputs, so the classes must be linearly
   separable from the (nearly) binary code itself.
 * Code terms borrowed from SSDH (Yang et al., "Supervised learning of semantics-preserving hash via deep
   CNNs"), through ``--hp``: ``binary`` (weight of ``-mean((h - 0.5)^2)``, pushes units away from 0.5 so
