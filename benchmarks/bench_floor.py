@@ -29,7 +29,6 @@ import json
 import os
 import re
 import sys
-import threading
 import time
 
 import numpy as np
@@ -37,6 +36,7 @@ from numba import njit
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 
+from hashtool.hashindex import _pool  # noqa: E402
 from hashtool.hashindex._popcount import popcount  # noqa: E402
 
 
@@ -98,18 +98,9 @@ def measure(seconds: float, repeat: int) -> list[dict]:
             out.append({"where": "L1 x4", "words": n, "queries_per_word": 4, "rate": rate4})
         else:  # one query's scan split over both cores: what the cores share (L3, memory) sets this one
             halves = (x[: n // 2], x[n // 2:])
-            rate2 = best_rate(lambda r: on_threads(xor_popcount_sum, [(h, q[0], r) for h in halves]), n, 1, seconds, repeat)
+            rate2 = best_rate(lambda r: _pool.run(2, xor_popcount_sum, [(h, q[0], r) for h in halves]), n, 1, seconds, repeat)
             out.append({"where": f"{name} 2 threads", "words": n, "queries_per_word": 1, "threads": 2, "rate": rate2})
     return out
-
-
-def on_threads(fn, tasks) -> None:
-    """Run ``fn(*task)`` for every task at once, one thread each (the kernels release the GIL)."""
-    threads = [threading.Thread(target=fn, args=t) for t in tasks]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
 
 
 def _asm() -> str:

@@ -16,60 +16,55 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
+sys.path.insert(0, os.path.dirname(__file__))
 
+from bench_index import median_latency  # noqa: E402 (also puts src/ on the path)
 from hashtool.hashindex import FlatIndex, _flat_kernels as K, _pool, flat as F  # noqa: E402
 
 N, K_NN, CALLS = 1_000_000, 10, 300
 
 
-def median_ms(fn) -> float:
-    times = []
-    for i in range(CALLS):
-        t = time.perf_counter()
-        fn(i)
-        times.append(time.perf_counter() - t)
-    return float(np.median(times)) * 1e3
+def median_ms(fn, queries) -> float:
+    """Median of CALLS calls ``fn(query)``, one (1, 8) query each, in ms."""
+    return median_latency(fn, queries, CALLS) * 1e3
 
 
 def main() -> None:
     rng = np.random.default_rng(0)
     db = rng.integers(0, 256, size=(N, 8), dtype=np.uint8)
     queries = rng.integers(0, 256, size=(CALLS, 8), dtype=np.uint8)
-    words = [np.ascontiguousarray(queries[i:i + 1]).view(np.uint64).ravel() for i in range(CALLS)]
     print(f"load average {os.getloadavg()[0]:.2f}")
     for threads in (1, 2):
         index = FlatIndex(64, threads=threads)
         index.add(db)
         index.search(queries[:1], K_NN)
-        ms = median_ms(lambda i: index.search(queries[i:i + 1], K_NN))
-        print(f"FlatIndex.search, {threads} thread(s): {ms:.3f}")
+        print(f"FlatIndex.search, {threads} thread(s): {median_ms(lambda q: index.search(q, K_NN), queries):.3f}")
     codes = index._words
     d, p, c = np.empty((2, 1, K_NN), np.int32), np.empty((2, 1, K_NN), np.int64), np.empty((2, 1), np.int64)
 
-    def scan(i, slot, a, b):
-        K.knn_scan(codes, 1, 64, words[i], 0, 1, a, b, K_NN, d[slot], p[slot], c[slot], F._NO_CLAIMS)
+    def scan(q, slot, a, b):
+        K.knn_scan(codes, 1, 64, q.view(np.uint64).ravel(), 0, 1, a, b, K_NN, d[slot], p[slot], c[slot], F._NO_CLAIMS)
 
-    scan(0, 0, 0, N)
-    print(f"kernel, one thread, whole database: {median_ms(lambda i: scan(i, 0, 0, N)):.3f}")
-    print(f"kernel, one thread, half of it: {median_ms(lambda i: scan(i, 0, 0, N // 2)):.3f}")
-    spans = np.empty((CALLS, 4))
+    scan(queries[:1], 0, 0, N)
+    print(f"kernel, one thread, whole database: {median_ms(lambda q: scan(q, 0, 0, N), queries):.3f}")
+    print(f"kernel, one thread, half of it: {median_ms(lambda q: scan(q, 0, 0, N // 2), queries):.3f}")
+    spans = []
 
-    def halves(i):
-        t0 = time.perf_counter()
+    def halves(q):
+        t0, span = time.perf_counter(), [0.0] * 4
 
         def task(slot):
-            spans[i, 2 * slot] = time.perf_counter() - t0
-            scan(i, slot, slot * N // 2, (slot + 1) * N // 2)
-            spans[i, 2 * slot + 1] = time.perf_counter() - t0
+            span[2 * slot] = time.perf_counter() - t0
+            scan(q, slot, slot * N // 2, (slot + 1) * N // 2)
+            span[2 * slot + 1] = time.perf_counter() - t0
 
         _pool.run(2, task, [(0,), (1,)])
+        spans.append(span)
 
-    ms = median_ms(halves)
+    ms = median_ms(halves, queries)
     s = np.median(spans, axis=0) * 1e3
     print(f"both halves at once on the pool: {ms:.3f}; caller's half {s[0]:.3f} -> {s[1]:.3f}, "
           f"worker's half {s[2]:.3f} -> {s[3]:.3f}")
-
 
 if __name__ == "__main__":
     main()
