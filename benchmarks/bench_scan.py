@@ -134,7 +134,8 @@ def single_query(n, k, threads, count) -> list[dict]:
 
 def scan_asm() -> dict:
     """Popcount instructions in fresh compilations of the flat scan's counting loops: the row-major one
-    (``block_hits``) and the byte-sliced one (``sliced_hits``, AVX2 only)."""
+    (``block_hits``), the byte-sliced one (``sliced_hits``, AVX2 only) and the word-plane one
+    (``plane_hits``, AVX-512 VPOPCNTDQ only)."""
     from numba import njit, types
 
     from hashtool.hashindex import _flat_kernels as K
@@ -146,6 +147,8 @@ def scan_asm() -> dict:
     sigs = {"block_hits": (arr_u, i64, i64, i64, arr_u, arr_i, i64, arr_i)}
     if K.NIBBLE_LOOP:
         sigs["sliced_hits"] = (arr_u, i64, i64, i64, i64, arr_u, arr_b, i64, arr_u, arr_i, arr_i)
+    if K.WIDE_POPCOUNT:
+        sigs["plane_hits"] = (arr_u, i64, i64, arr_u, arr_i, arr_i)
     out = {}
     for name, sig in sigs.items():
         fresh = njit(nogil=True)(getattr(K, name).py_func)

@@ -242,6 +242,7 @@ def test_the_portable_loop_on_a_cpu_without_avx2(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- byte-sliced loop
 SLICED = not NOJIT and flat_module.K.NIBBLE_LOOP
+PLANES = not NOJIT and flat_module.K.WIDE_POPCOUNT
 
 
 @functools.cache
@@ -315,10 +316,11 @@ def tiles(draw):
     return nbits, db, q, k, draw(st.sampled_from([1, 2]))
 
 
-@pytest.mark.skipif(not SLICED, reason="the byte-sliced loop runs only on AVX2 with the JIT")
+@pytest.mark.skipif(not (SLICED or PLANES), reason="tiles take a loop of their own only on AVX2 or AVX-512 VPOPCNTDQ")
 @settings(max_examples=60, deadline=None)
 @given(tiles(), st.sampled_from([50, 4096]))
-def test_flat_knn_on_the_sliced_loop_equals_naive(problem, min_chunk_rows):
+def test_flat_knn_on_the_tile_loops_equals_naive(problem, min_chunk_rows):
+    """The byte-sliced loop (AVX2) or the word-plane loop (AVX-512 VPOPCNTDQ), whichever this CPU takes."""
     check_knn(problem, min_chunk_rows)
 
 
@@ -328,3 +330,39 @@ def test_the_sliced_loop_rule_is_a_function_of_the_tile():
         for nt in (1, 4, K.SLICED_MIN_QUERIES - 1, K.SLICED_MIN_QUERIES, 64):
             want = bool(K.NIBBLE_LOOP) and nw in (1, 2, 4) and nt >= K.SLICED_MIN_QUERIES
             assert K.sliced_pays(nt, nw) == want
+
+
+# ---------------------------------------------------------------------------------------------- word-plane loop
+@settings(max_examples=40 if NOJIT else 200, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([2, 4]), st.integers(1, 1024), st.integers(0, 3))
+def test_plane_hits_flag_exactly_the_chunks_below_each_threshold(seed, nw, m, special):
+    """Plain code, so it runs on every CPU: a block of ``m`` rows (a partial last chunk), one query at
+    distance 0 from a row, one at the largest distance, thresholds from 0 (nothing flagged) to past ``nbits``."""
+    K = flat_module.K
+    rng = np.random.default_rng(seed)
+    m = min(m, K.BLOCK_WORDS // nw)  # at most a block
+    p0 = int(rng.integers(0, 5))
+    words = rng.integers(0, 2**64, (p0 + m + 2) * nw, dtype=np.uint64)
+    rows = words.reshape(-1, nw)[p0:p0 + m]
+    a = rng.integers(0, 2**64, K.QB * nw, dtype=np.uint64)
+    a[special * nw:(special + 1) * nw] = rows[rng.integers(0, m)]
+    a[((special + 1) % 4) * nw:((special + 1) % 4 + 1) * nw] = ~rows[rng.integers(0, m)]
+    th = rng.integers(0, 64 * nw + 2, K.QB).astype(np.int64)
+    planes = np.empty(K.BLOCK_WORDS, np.uint64)
+    K.transpose_planes(words, nw, p0, p0 + m, planes)
+    chunk = K.PLANE_CHUNK_ROWS
+    flags = np.full(K.QB * ((m + chunk - 1) // chunk), 7, np.int64)
+    K.plane_hits(planes, nw, m, a, th, flags)
+    for j in range(K.QB):
+        d = np.bitwise_count(rows ^ a[j * nw:(j + 1) * nw]).sum(axis=1)
+        want = [int(d[c:c + chunk].min() < th[j]) for c in range(0, m, chunk)]
+        assert flags[j::K.QB].tolist() == want
+
+
+def test_the_plane_loop_rule_is_a_function_of_the_tile():
+    K = flat_module.K
+    for nw in (1, 2, 3, 4, 5):
+        for nt in (1, 4, K.SLICED_MIN_QUERIES - 1, K.SLICED_MIN_QUERIES, 64):
+            want = bool(K.WIDE_POPCOUNT) and nw in (2, 4) and nt >= K.SLICED_MIN_QUERIES
+            assert K.planes_pays(nt, nw) == want
+            assert not (K.planes_pays(nt, nw) and K.sliced_pays(nt, nw))  # one loop per tile

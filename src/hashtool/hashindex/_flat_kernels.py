@@ -24,6 +24,13 @@ a vector lane holds one byte of 16 rows, each query gets per-byte lookup tables 
 and 32 bytes (measured, one thread, 1e6 codes, 64 queries, CPU time at load 3-4: 3.2 -> 3.8-4.0e9 words/s
 at 64 bits, 3.0 -> 4.0-4.2e9 at 128, 2.3 -> 3.5-3.9e9 at 256).
 
+The word-plane loop. With AVX-512 VPOPCNTDQ a tile of at least ``SLICED_MIN_QUERIES`` queries over 2 or
+4-word codes (:func:`planes_pays`) copies each block once per tile into word planes (word ``w`` of every row
+contiguous, :func:`transpose_planes`), so that :func:`plane_hits` loads whole vectors of one word of 8 rows
+and needs none of the shuffles the row-major loop spends splitting rows into words; it flags chunks of
+``PLANE_CHUNK_ROWS`` rows (measured, one thread, 1e6 codes, 64 queries, load ~1.7: 1.0 -> 1.2-1.3e10 words/s at
+128 bits, 0.9 -> 1.2-1.4e10 at 256).
+
 Selection by counting (no heap). Distances are integers in ``[0, nbits]``. Each query keeps a buffer of
 candidates in scan (= position) order and a threshold ``th``: a row is admitted only if ``d < th``. After
 every admission ``th`` becomes the exact k-th smallest distance admitted so far (a ``nbits + 2`` bin
@@ -54,7 +61,7 @@ import numpy as np
 from numba import njit
 
 from hashtool.hashindex import _sliced as S
-from hashtool.hashindex._popcount import NIBBLE_LOOP, min_popcount4, popcount
+from hashtool.hashindex._popcount import NIBBLE_LOOP, WIDE_POPCOUNT, min_popcount4, popcount
 
 if numba.config.DISABLE_JIT:
     import threading
@@ -91,6 +98,7 @@ else:
 TILE_Q = 64
 BLOCK_WORDS = 2048
 CHUNK_WORDS = 256
+PLANE_CHUNK_ROWS = 256  # the word-plane loop's chunk, in rows (measured: 128 and 512 rows were slower at 2 words)
 QB = 4
 SLICED_MIN_QUERIES = 8  # a tile of fewer queries keeps the row-major loops (the transposition would not pay)
 
@@ -101,6 +109,14 @@ def sliced_pays(nt, nw):
 
     A function of the tile and the CPU only (AVX2 without AVX-512 VPOPCNTDQ: ``NIBBLE_LOOP``)."""
     return NIBBLE_LOOP and (nw == 1 or nw == 2 or nw == 4) and nt >= SLICED_MIN_QUERIES
+
+
+@njit(cache=True, nogil=True)
+def planes_pays(nt, nw):
+    """Does a tile of ``nt`` queries over codes of ``nw`` words take the word-plane loop (:func:`plane_hits`)?
+
+    A function of the tile and the CPU only (AVX-512 VPOPCNTDQ: ``WIDE_POPCOUNT``)."""
+    return WIDE_POPCOUNT and (nw == 2 or nw == 4) and nt >= SLICED_MIN_QUERIES
 
 
 @njit(cache=True, nogil=True)
@@ -349,6 +365,66 @@ def block_hits(words, nw, p0, p1, a, th, gn, flags):
 
 
 @njit(cache=True, nogil=True)
+def transpose_planes(words, nw, p0, p1, planes):
+    """``planes[w * m + i]`` = word ``w`` of row ``p0 + i`` (``m = p1 - p0``): each word of the rows contiguous."""
+    m = p1 - p0
+    x = words[p0 * nw:p1 * nw]
+    for w in range(nw):
+        dst = planes[w * m:(w + 1) * m]
+        for i in range(m):
+            dst[i] = x[i * nw + w]
+
+
+@njit(cache=True, nogil=True)
+def plane_hits(planes, nw, m, a, th, flags):
+    """:func:`block_hits` for a group of QB queries over a block of ``m`` rows of 2 or 4 words in word planes.
+
+    ``planes`` is the block as :func:`transpose_planes` writes it, so every word of a row sits in its own
+    contiguous array and the loop loads whole vectors of the same word of consecutive rows: no shuffles to
+    split the rows' words apart, as the row-major loop needs. Each query keeps the smallest distance of
+    the chunk (``vpminsq`` with AVX-512), compared with its threshold once per chunk.
+    """
+    chunk = PLANE_CHUNK_ROWS
+    a0, b0, a1, b1, a2, b2, a3, b3 = a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]
+    for c in range((m + chunk - 1) // chunk):
+        r0 = c * chunk
+        r1 = min(r0 + chunk, m)
+        m0 = m1 = m2 = m3 = 1 << 20
+        if nw == 2:
+            x = planes[r0:r1]
+            y = planes[m + r0:m + r1]
+            for i in range(r1 - r0):
+                v = x[i]
+                w = y[i]
+                m0 = min(m0, popcount(v ^ a0) + popcount(w ^ b0))
+                m1 = min(m1, popcount(v ^ a1) + popcount(w ^ b1))
+                m2 = min(m2, popcount(v ^ a2) + popcount(w ^ b2))
+                m3 = min(m3, popcount(v ^ a3) + popcount(w ^ b3))
+        else:
+            a0, b0, e0, f0 = a[0], a[1], a[2], a[3]
+            a1, b1, e1, f1 = a[4], a[5], a[6], a[7]
+            a2, b2, e2, f2 = a[8], a[9], a[10], a[11]
+            a3, b3, e3, f3 = a[12], a[13], a[14], a[15]
+            x = planes[r0:r1]
+            y = planes[m + r0:m + r1]
+            z = planes[2 * m + r0:2 * m + r1]
+            u = planes[3 * m + r0:3 * m + r1]
+            for i in range(r1 - r0):
+                v = x[i]
+                w = y[i]
+                g = z[i]
+                h = u[i]
+                m0 = min(m0, popcount(v ^ a0) + popcount(w ^ b0) + popcount(g ^ e0) + popcount(h ^ f0))
+                m1 = min(m1, popcount(v ^ a1) + popcount(w ^ b1) + popcount(g ^ e1) + popcount(h ^ f1))
+                m2 = min(m2, popcount(v ^ a2) + popcount(w ^ b2) + popcount(g ^ e2) + popcount(h ^ f2))
+                m3 = min(m3, popcount(v ^ a3) + popcount(w ^ b3) + popcount(g ^ e3) + popcount(h ^ f3))
+        flags[c * QB] = 1 if m0 < th[0] else 0
+        flags[c * QB + 1] = 1 if m1 < th[1] else 0
+        flags[c * QB + 2] = 1 if m2 < th[2] else 0
+        flags[c * QB + 3] = 1 if m3 < th[3] else 0
+
+
+@njit(cache=True, nogil=True)
 def sliced_hits(words, nw, p0, p1, nunits, scratch, tables, to, a, th, flags):
     """:func:`block_hits` for a group of QB queries over the byte-sliced block in ``scratch``.
 
@@ -449,20 +525,23 @@ def knn_tile(words, nw, nbits, q, qa, qb, pa, pb, k, out_d, out_p, out_n, claims
     st = np.zeros((nt, 3), np.int64)  # count, threshold, live
     for t in range(nt):
         st[t, 1] = nbits + 1
+    sliced = sliced_pays(nt, nw)
+    planes = planes_pays(nt, nw)
     block = max(1, BLOCK_WORDS // nw)
-    chunk = max(1, CHUNK_WORDS // nw)
+    chunk = PLANE_CHUNK_ROWS if planes else max(1, CHUNK_WORDS // nw)  # rows per flag
     dist = np.empty(chunk, np.int32)
     a = np.zeros(QB * nw, np.uint64)
     th = np.zeros(QB, np.int64)
     flags = np.zeros(QB * ((block + chunk - 1) // chunk), np.int64)
-    sliced = sliced_pays(nt, nw)
-    if sliced:  # the tile's lookup tables once, a transposed copy of each block once (see _sliced)
+    if sliced or planes:
         scratch = np.empty(BLOCK_WORDS, np.uint64)
+    else:
+        scratch = np.empty(0, np.uint64)
+    if sliced:  # the tile's lookup tables once, a transposed copy of each block once (see _sliced)
         tables = np.zeros(((nt + QB - 1) // QB) * QB * S.TABLE_BYTES, np.uint8)
         for t in range(nt):
             S.query_tables(q, (qa + t) * nw, nw, tables, t * S.TABLE_BYTES)
     else:
-        scratch = np.empty(0, np.uint64)
         tables = np.empty(0, np.uint8)
     nblocks = (pb - pa + block - 1) // block
     shared = claims.shape[0] > 0
@@ -477,6 +556,8 @@ def knn_tile(words, nw, nbits, q, qa, qb, pa, pb, k, out_d, out_p, out_n, claims
         nunits = (p1 - p0) * nw // S.UNIT_WORDS
         if sliced:
             S.transpose_units(words, p0 * nw, nunits, scratch)
+        elif planes:
+            transpose_planes(words, nw, p0, p1, scratch)
         for g in range(0, nt, QB):
             gn = min(QB, nt - g)
             for w in range(gn * nw):
@@ -485,6 +566,8 @@ def knn_tile(words, nw, nbits, q, qa, qb, pa, pb, k, out_d, out_p, out_n, claims
                 th[j] = st[g + j, 1] if j < gn else 0
             if sliced:
                 sliced_hits(words, nw, p0, p1, nunits, scratch, tables, g * S.TABLE_BYTES, a, th, flags)
+            elif planes:
+                plane_hits(scratch, nw, p1 - p0, a, th, flags)
             else:
                 block_hits(words, nw, p0, p1, a, th, gn, flags)
             # the flags used the thresholds of the block's start: take_hits re-checks with the current one

@@ -25,8 +25,9 @@ def _min_popcount4(words, start, count, a0, a1, a2, a3):
     """Packed ``m0 | m1 << 8 | m2 << 16 | m3 << 24``, ``mj`` = min of ``popcount(words[i] ^ aj)`` over
     ``start <= i < start + count`` (255 when ``count`` is 0); ``count`` is a multiple of 4."""
     m0 = m1 = m2 = m3 = 255
-    for i in range(start, start + count):
-        v = words[i]
+    x = words[start:start + count]  # a slice from 0: the loop form LLVM vectorises
+    for i in range(count):
+        v = x[i]
         m0 = min(m0, popcount(v ^ a0))
         m1 = min(m1, popcount(v ^ a1))
         m2 = min(m2, popcount(v ^ a2))
@@ -34,15 +35,17 @@ def _min_popcount4(words, start, count, a0, a1, a2, a3):
     return m0 | (m1 << 8) | (m2 << 16) | (m3 << 24)
 
 
-def _nibble_loop_pays() -> bool:
-    """Numba compiles for this very CPU (no NUMBA_CPU_NAME/FEATURES override), which has AVX2 but not
-    AVX-512 VPOPCNTDQ (where LLVM's own loop counts 8 words per ``vpopcntq`` and is the faster one)."""
-    if numba.config.CPU_NAME or numba.config.CPU_FEATURES:
+def _host_has(feature: str) -> bool:
+    """Numba compiles for this very CPU (no NUMBA_CPU_NAME/FEATURES override), and it has ``feature``."""
+    if numba.config.DISABLE_JIT or numba.config.CPU_NAME or numba.config.CPU_FEATURES:
         return False
     import llvmlite.binding as llvm
 
-    features = llvm.get_host_cpu_features()
-    return bool(features.get("avx2", False)) and not features.get("avx512vpopcntdq", False)
+    return bool(llvm.get_host_cpu_features().get(feature, False))
+
+
+# AVX-512 VPOPCNTDQ: LLVM's own loops count 8 words per ``vpopcntq``, faster than any nibble lookup
+WIDE_POPCOUNT = _host_has("avx512vpopcntdq")
 
 
 if numba.config.DISABLE_JIT:
@@ -74,7 +77,7 @@ else:
 
         return sig, codegen
 
-    NIBBLE_LOOP = _nibble_loop_pays()
+    NIBBLE_LOOP = _host_has("avx2") and not WIDE_POPCOUNT
     if NIBBLE_LOOP:
         I8, I16, I32, I64 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
         V32, V16, V4 = ir.VectorType(I8, 32), ir.VectorType(I16, 16), ir.VectorType(I64, 4)
