@@ -347,15 +347,18 @@ def test_plane_hits_flag_exactly_the_chunks_below_each_threshold(seed, nw, m, sp
     a = rng.integers(0, 2**64, K.QB * nw, dtype=np.uint64)
     a[special * nw:(special + 1) * nw] = rows[rng.integers(0, m)]
     a[((special + 1) % 4) * nw:((special + 1) % 4 + 1) * nw] = ~rows[rng.integers(0, m)]
-    th = rng.integers(0, 64 * nw + 2, K.QB).astype(np.int64)
+    chunk = K.PLANE_CHUNK_ROWS
+    dist = np.bitwise_count(rows[None, :, :] ^ a.reshape(K.QB, 1, nw)).sum(axis=2)  # (query, row)
+    # thresholds at some chunk's minimum or one above it (the boundary a "<" must get right), or 0
+    th = np.array([dist[j, c:c + chunk].min() + rng.integers(0, 2) for j, c in
+                   enumerate(rng.integers(0, (m + chunk - 1) // chunk, K.QB) * chunk)], dtype=np.int64)
+    th[rng.random(K.QB) < 0.2] = 0
     planes = np.empty(K.BLOCK_WORDS, np.uint64)
     K.transpose_planes(words, nw, p0, p0 + m, planes)
-    chunk = K.PLANE_CHUNK_ROWS
     flags = np.full(K.QB * ((m + chunk - 1) // chunk), 7, np.int64)
     K.plane_hits(planes, nw, m, a, th, flags)
     for j in range(K.QB):
-        d = np.bitwise_count(rows ^ a[j * nw:(j + 1) * nw]).sum(axis=1)
-        want = [int(d[c:c + chunk].min() < th[j]) for c in range(0, m, chunk)]
+        want = [int(dist[j, c:c + chunk].min() < th[j]) for c in range(0, m, chunk)]
         assert flags[j::K.QB].tolist() == want
 
 
