@@ -514,8 +514,9 @@ def knn_tile(words, nw, nbits, q, qa, qb, pa, pb, k, out_d, out_p, out_n, claims
     increasing position order, which the tie rule needs; the merge orders by (distance, position)).
 
     The database is read block by block (L1-sized); within a block, each group of QB queries is counted
-    chunk by chunk (:func:`chunk_counts`), and only a chunk that holds a row below a query's threshold
-    is looked at row by row, for that query (:func:`take_hits`).
+    chunk by chunk (:func:`block_hits`, or the tile's own loop: :func:`sliced_hits`, :func:`plane_hits`),
+    and only a chunk that holds a row below a query's threshold is looked at row by row, for that query
+    (:func:`take_hits`).
     """
     nt = qb - qa
     cap = 2 * k + 32
