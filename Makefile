@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 FASHION := /usr/share/datasets/fashion-mnist
 DEMO ?= demo
 
-.PHONY: demo test setup data photos browser clean
+.PHONY: demo test setup data photos browser bench-data clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,14 @@ photos:
 	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	  (apt-get install -y -q $(PHOTO_PKGS) || (apt-get update -q && apt-get install -y -q $(PHOTO_PKGS))) >/dev/null; \
 	else echo "note: install $(PHOTO_PKGS) (apt-get, as root) for the photo demo" >&2; fi
+
+# 12-megapixel sources for the decode and photo-speed benchmarks (benchmarks/bench_decode.py makes its JPEGs
+# from the largest Plasma wallpapers); skipped with a note where apt is not usable.
+bench-data:
+	@if [ -d /usr/share/wallpapers ]; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  (apt-get install -y -q plasma-workspace-wallpapers || (apt-get update -q && apt-get install -y -q plasma-workspace-wallpapers)) >/dev/null; \
+	else echo "note: install plasma-workspace-wallpapers (apt-get, as root) for the decode benchmarks" >&2; fi
 
 # The main job on real photos: held-out photos of those packages plus edited copies of some of them, indexed
 # with the bundled photo encoder; then a duplicate radius calibrated on this folder, the near-duplicate groups,

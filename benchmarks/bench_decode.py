@@ -44,7 +44,7 @@ def make_photos(dst: Path, n: int, source: Path = SOURCE) -> list[Path]:
                 if im.width * im.height >= 3840 * 2160:
                     big.append(p)
     if not big:
-        raise SystemExit(f"no image of at least 3840x2160 under {source} (apt-get install plasma-workspace-wallpapers)")
+        raise SystemExit(f"no image of at least 3840x2160 under {source} (make bench-data, or apt-get install plasma-workspace-wallpapers)")
     out = []
     for i in range(n):
         src = big[i % len(big)]
