@@ -385,7 +385,13 @@ def plane_hits(planes, nw, m, a, th, flags):
     the chunk (``vpminsq`` with AVX-512), compared with its threshold once per chunk.
     """
     chunk = PLANE_CHUNK_ROWS
-    a0, b0, a1, b1, a2, b2, a3, b3 = a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]
+    # word w of query j is a[j * nw + w]; the third and fourth words only at 4 words
+    a0, b0, a1, b1 = a[0], a[1], a[nw], a[nw + 1]
+    a2, b2, a3, b3 = a[2 * nw], a[2 * nw + 1], a[3 * nw], a[3 * nw + 1]
+    e0 = f0 = e1 = f1 = e2 = f2 = e3 = f3 = np.uint64(0)
+    if nw == 4:
+        e0, f0, e1, f1 = a[2], a[3], a[6], a[7]
+        e2, f2, e3, f3 = a[10], a[11], a[14], a[15]
     for c in range((m + chunk - 1) // chunk):
         r0 = c * chunk
         r1 = min(r0 + chunk, m)
@@ -401,10 +407,6 @@ def plane_hits(planes, nw, m, a, th, flags):
                 m2 = min(m2, popcount(v ^ a2) + popcount(w ^ b2))
                 m3 = min(m3, popcount(v ^ a3) + popcount(w ^ b3))
         else:
-            a0, b0, e0, f0 = a[0], a[1], a[2], a[3]
-            a1, b1, e1, f1 = a[4], a[5], a[6], a[7]
-            a2, b2, e2, f2 = a[8], a[9], a[10], a[11]
-            a3, b3, e3, f3 = a[12], a[13], a[14], a[15]
             x = planes[r0:r1]
             y = planes[m + r0:m + r1]
             z = planes[2 * m + r0:2 * m + r1]
