@@ -18,36 +18,33 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[train,dev]'
 	touch $(STAMP)
 
-# Fashion-MNIST from Debian's package (no download at run time); skipped with a note where apt is not usable.
-data:
-	@if [ -d $(FASHION) ]; then :; \
+# $(call apt_ensure,TEST,PACKAGES,NOTE): unless the shell test TEST holds, install Debian's PACKAGES (apt-get,
+# as root; an `apt-get update` first if the lists are stale), or print NOTE where apt is not usable.
+apt_ensure = if $(1); then :; \
 	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-	  (apt-get install -y -q dataset-fashion-mnist || (apt-get update -q && apt-get install -y -q dataset-fashion-mnist)) >/dev/null; \
-	else echo "note: Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist, as root); its tests are skipped" >&2; fi
+	  (apt-get install -y -q $(2) || (apt-get update -q && apt-get install -y -q $(2))) >/dev/null; \
+	else echo "note: $(3)" >&2; fi
+
+# Fashion-MNIST from Debian's package (no download at run time); skipped with a note where apt is not usable.
+FASHION_NOTE := Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist, as root); its tests are skipped
+data:
+	@$(call apt_ensure,[ -d $(FASHION) ],dataset-fashion-mnist,$(FASHION_NOTE))
 
 # Headless Chromium for the HTML page tests (tests/test_html_browser.py skips, saying why, without it).
+BROWSER_NOTE := Chromium is not installed (apt-get install chromium, as root); the browser tests will be skipped
 browser:
-	@if command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then :; \
-	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-	  (apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium)) >/dev/null; \
-	else echo "note: Chromium is not installed (apt-get install chromium, as root); the browser tests will be skipped" >&2; fi
+	@$(call apt_ensure,command -v chromium >/dev/null || command -v chromium-browser >/dev/null,chromium,$(BROWSER_NOTE))
 
 # Natural photos for the demo, from Debian's packages (no download at run time): GCompris' photos and the
 # Lomiri wallpapers; skipped with a note where apt is not usable (the demo then needs them installed by hand).
 PHOTO_PKGS := gcompris-qt-data lomiri-wallpapers-16.04 lomiri-wallpapers-20.04
 photos:
-	@if [ -d /usr/share/gcompris-qt/rcc ] && [ -d /usr/share/backgrounds ]; then :; \
-	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-	  (apt-get install -y -q $(PHOTO_PKGS) || (apt-get update -q && apt-get install -y -q $(PHOTO_PKGS))) >/dev/null; \
-	else echo "note: install $(PHOTO_PKGS) (apt-get, as root) for the photo demo" >&2; fi
+	@$(call apt_ensure,[ -d /usr/share/gcompris-qt/rcc ] && [ -d /usr/share/backgrounds ],$(PHOTO_PKGS),install $(PHOTO_PKGS) (apt-get as root) for the photo demo)
 
 # 12-megapixel sources for the decode and photo-speed benchmarks (benchmarks/bench_decode.py makes its JPEGs
 # from the largest Plasma wallpapers); skipped with a note where apt is not usable.
 bench-data:
-	@if [ -d /usr/share/wallpapers ]; then :; \
-	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-	  (apt-get install -y -q plasma-workspace-wallpapers || (apt-get update -q && apt-get install -y -q plasma-workspace-wallpapers)) >/dev/null; \
-	else echo "note: install plasma-workspace-wallpapers (apt-get, as root) for the decode benchmarks" >&2; fi
+	@$(call apt_ensure,[ -d /usr/share/wallpapers ],plasma-workspace-wallpapers,install plasma-workspace-wallpapers (apt-get as root) for the decode benchmarks)
 
 # The main job on real photos: held-out photos of those packages plus edited copies of some of them, indexed
 # with the bundled photo encoder; then a duplicate radius calibrated on this folder, the near-duplicate groups,
