@@ -165,6 +165,26 @@ def test_schedules_and_labeled_mask():
         labeled_mask(10, 0.0, 0)
 
 
+def test_phase_weight_decay_shrinks_weights_only():
+    """A phase with ``weight_decay`` decays its weight matrices and kernels (decoupled: ``w *= 1 - lr * wd`` before
+    the Adam step), never biases and BatchNorm parameters; without it the optimiser is plain Adam."""
+    from hashtool.train.engine import phase_optimiser
+    from hashtool.train.methods import Phase
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2), torch.nn.Flatten(), torch.nn.Linear(2, 3))
+    params = list(net.parameters())
+    assert type(phase_optimiser(Phase("p", 1, lr=0.1), params)) is torch.optim.Adam
+    opt = phase_optimiser(Phase("p", 1, lr=0.1, weight_decay=0.5), params)
+    before = [p.detach().clone() for p in params]
+    for p in params:  # zero gradients: the Adam step is 0, only the decay moves a parameter
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    for p, b in zip(params, before):
+        want = b * (1 - 0.1 * 0.5) if p.ndim >= 2 else b
+        assert torch.allclose(p.detach(), want), p.shape
+    assert get_method("adalabel").phases(dict(get_method("adalabel").hparams, weight_decay=0.05))[0].weight_decay == 0.05
+
+
 def test_torch_normalisation_matches_numpy_reference():
     from hashtool.preprocess import Preprocess
 

@@ -109,6 +109,28 @@ def test_semi_supervised_adalabel_uses_the_unlabeled_images(toy_splits, tmp_path
     assert _accuracy(model, toy_splits) >= 0.8
 
 
+def test_semi_supervised_adalabel_trains_under_bf16_autocast(toy_splits, tmp_path, monkeypatch):
+    """``precision=bf16``: the losses under bfloat16 autocast, the weights (and so the checkpoint) in float32."""
+    method, seen = get_method("adalabel"), []
+
+    def loss(model, batch, ctx):  # record whether each training loss ran under bfloat16 autocast
+        if ctx.training:
+            seen.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+        return adalabel_loss(model, batch, ctx)
+
+    monkeypatch.setattr(method, "loss", loss)
+    cfg = TrainConfig(method="adalabel", bits=16, epochs=6, threads=1, quiet=True, labeled_fraction=0.1, batch_size=32,
+                      augment="shift:2,hflip", hparams=dict(TINY, lr=1e-2, labeled_batch=16, precision="bf16"))
+    model, meta = train(cfg, toy_splits, tmp_path / "bf16.pt")
+    assert meta["train_config"]["phases"][0]["precision"] == "bf16" and seen and all(seen)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert meta["history"][-1]["u_kept"] > 0.3
+    assert _accuracy(model, toy_splits) >= 0.8
+    with pytest.raises(ArgumentError, match="precision"):
+        train(TrainConfig(method="adalabel", bits=16, epochs=1, threads=1, quiet=True, hparams=dict(TINY, precision="fp8")),
+              toy_splits, tmp_path / "x.pt")
+
+
 def test_labeled_fraction_is_refused_by_nin_latent_and_labels_are_required(toy_splits, tmp_path):
     with pytest.raises(ArgumentError, match="labeled-fraction"):
         train(TrainConfig(method="nin-latent", bits=8, epochs=1, labeled_fraction=0.5, quiet=True, hparams=TINY), toy_splits, tmp_path / "x.pt")

@@ -1,7 +1,7 @@
 """One training loop for every deep method (see :mod:`hashtool.train.methods` for the extension contract).
 
-``train(cfg, splits)`` builds the method's model, runs its phases (a fresh Adam per phase, the phase's
-learning-rate schedule applied per step), validates after every epoch on the held-out validation split (never
+``train(cfg, splits)`` builds the method's model, runs its phases (a fresh Adam per phase, or AdamW for a phase
+with a weight decay, the phase's learning-rate schedule applied per step), validates after every epoch on the held-out validation split (never
 on the test queries), keeps the epoch chosen by the method's selection rule, and writes an atomic checkpoint
 after every epoch so ``resume=True`` continues where an interrupted run stopped. Progress goes to stderr:
 epoch, loss, share of code units already binary, images/s.
@@ -38,7 +38,7 @@ from hashtool.preprocess import Preprocess
 from hashtool.threads import resolve_threads
 from hashtool.train.checkpoint import atomic_torch_save, load_checkpoint, read_checkpoint, save_checkpoint
 from hashtool.train.data import TrainData, binary_share, black_value, encode_real, parse_augment, real_to_packed
-from hashtool.train.methods import SELECT_RULES, Batch, Context, Method, Phase, get_method
+from hashtool.train.methods import PRECISIONS, SELECT_RULES, Batch, Context, Method, Phase, get_method
 from hashtool.train.models import MODELS
 
 VAL_MAP_QUERIES = 1000
@@ -79,6 +79,9 @@ def resolve_device(device: str) -> str:
 def scaled_phases(method: Method, hp: dict, epochs: int | None, lr: float | None):
     """The method's phases, with the total epochs and the base learning rate overridden if asked."""
     phases = [copy.copy(p) for p in method.phases(hp)]
+    for p in phases:
+        if p.precision not in PRECISIONS:
+            raise ArgumentError(f"precision {p.precision!r} (phase {p.name}): choose one of {', '.join(PRECISIONS)}")
     if epochs is not None:
         if epochs < 1:
             raise ArgumentError(f"--epochs must be at least 1, got {epochs}")
@@ -311,7 +314,7 @@ def _build_model(method: Method, hp: dict, cfg: TrainConfig, num_classes: int, d
 def _meta_base(run: Run, splits, extra_meta: dict | None) -> dict:
     s = run.settings
     phases = [{"name": p.name, "epochs": p.epochs, "lr": p.lr, "lr_end": p.lr_end, "schedule": p.schedule,
-               "select": p.select, "warmup": p.warmup} for p in run.phases]
+               "select": p.select, "warmup": p.warmup, "weight_decay": p.weight_decay, "precision": p.precision} for p in run.phases]
     return {
         "dataset": splits.dataset.name,
         "protocol": splits.protocol(),
@@ -320,6 +323,16 @@ def _meta_base(run: Run, splits, extra_meta: dict | None) -> dict:
                          "device": run.device, "threads": run.threads},
         **(extra_meta or {}),
     }
+
+
+def phase_optimiser(phase: Phase, params: list) -> torch.optim.Optimizer:
+    """Adam at the phase's learning rate, or AdamW when the phase has a ``weight_decay``: decoupled decay on the
+    weight matrices and convolution kernels (two or more dimensions), none on biases and BatchNorm parameters."""
+    if phase.weight_decay <= 0:
+        return torch.optim.Adam(params, lr=phase.lr)
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": phase.weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=phase.lr)
 
 
 def _train_phase(run: Run, phase: Phase, phase_first: int, start_epoch: int, opt_state, history: list,
@@ -331,7 +344,7 @@ def _train_phase(run: Run, phase: Phase, phase_first: int, start_epoch: int, opt
     trainable = {id(p) for p in params}
     for p in model.parameters():
         p.requires_grad_(id(p) in trainable)
-    opt = torch.optim.Adam(params, lr=phase.lr)
+    opt = phase_optimiser(phase, params)
     ctx = Context(epochs=run.total_epochs, phase=phase.name, phase_epochs=phase.epochs,
                   steps=run.steps_per_epoch * run.total_epochs, hparams=run.hp, num_classes=run.num_classes,
                   train_size=len(run.data), device=run.device, data=run.data, augment=run.augment, fill=run.fill)
@@ -356,8 +369,8 @@ def _train_phase(run: Run, phase: Phase, phase_first: int, start_epoch: int, opt
 
 
 def _train_epoch(run: Run, phase: Phase, opt, ctx: Context) -> dict:
-    """The training steps of epoch ``ctx.epoch``: seeded batches, the phase's learning rate per step, the loss,
-    a backward pass and an Adam step each. Returns the epoch's record (mean loss and logs, time, images/s)."""
+    """The training steps of epoch ``ctx.epoch``: seeded batches, the phase's learning rate per step, the loss
+    (under bfloat16 autocast in a ``precision="bf16"`` phase), a backward pass and an optimiser step each. Returns the epoch's record (mean loss and logs, time, images/s)."""
     cfg, method, model = run.cfg, run.method, run.model
     epoch, steps_per_epoch, batch_size = ctx.epoch, run.steps_per_epoch, run.settings.batch_size
     ctx.training = True
@@ -379,7 +392,8 @@ def _train_epoch(run: Run, phase: Phase, opt, ctx: Context) -> dict:
             g["lr"] = ctx.lr
         if run.device == "cpu":
             batch.images = batch.images.contiguous(memory_format=torch.channels_last)
-        loss, logs = _call_loss(method, model, batch, ctx)
+        with torch.autocast(torch.device(run.device).type, dtype=torch.bfloat16, enabled=phase.precision == "bf16"):
+            loss, logs = _call_loss(method, model, batch, ctx)
         if not torch.isfinite(loss):
             raise ModelError(f"{method.name}: loss became {loss.item()} at epoch {epoch + 1}, step {i}; lower --lr")
         opt.zero_grad(set_to_none=True)

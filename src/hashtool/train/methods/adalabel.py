@@ -116,8 +116,11 @@ class AdaLabel(HashModel):
 
 def codeword_similarities(h: torch.Tensor, codeword_logits: torch.Tensor, scale: float) -> torch.Tensor:
     """``scale * <h, tanh(V_c)> / bits`` for every class c: (n, classes). For binary h and codewords this is
-    ``scale * (1 - 2 * hamming / bits)``, so a softmax over it ranks classes by Hamming distance."""
-    return scale * (h @ torch.tanh(codeword_logits).T) / h.shape[1]
+    ``scale * (1 - 2 * hamming / bits)``, so a softmax over it ranks classes by Hamming distance. Always in
+    float32, also under bfloat16 autocast (``precision="bf16"``): the product is tiny, and bfloat16's 8 bits of
+    mantissa would round the logits (up to ``scale``) by about 0.04."""
+    with torch.autocast(h.device.type, enabled=False):
+        return scale * (h.float() @ torch.tanh(codeword_logits).T) / h.shape[1]
 
 
 def _extra_labeled(ctx, k: int):
@@ -176,7 +179,7 @@ def adalabel_loss(model: AdaLabel, batch, ctx):
         parts.append(strong.contiguous(memory_format=torch.channels_last) if ctx.device == "cpu" else strong)
     if extra is not None:
         parts.append(extra[0])
-    h = model.encode(torch.cat(parts) if len(parts) > 1 else parts[0])
+    h = model.encode(torch.cat(parts) if len(parts) > 1 else parts[0]).float()  # float32 also under bf16 autocast
     logits = model.similarities(h, scale)
 
     n_lab = int(labeled.sum())
@@ -226,6 +229,8 @@ register_method(
             "epochs": 12,
             "lr": 3e-3,
             "warmup": 0.15,
+            "weight_decay": 0.0,
+            "precision": "fp32",
             "smoothing": 0.1,
             "scale": 10.0,
             "quant": 0.1,

@@ -271,9 +271,10 @@ def hadamard_centres(bits: int, classes: int, seed: int = 0) -> torch.Tensor:
 
 
 def cosine_phases(hp):
-    """One phase: Adam at ``lr`` with a linear warm-up over the fraction ``warmup`` then a cosine decay to lr/100."""
+    """One phase: Adam at ``lr`` with a linear warm-up over the fraction ``warmup`` then a cosine decay to lr/100;
+    AdamW when ``weight_decay`` > 0, bfloat16 autocast with ``precision`` "bf16" (see :class:`Phase`)."""
     return [Phase("main", epochs=int(hp["epochs"]), lr=float(hp["lr"]), lr_end=float(hp["lr"]) / 100, schedule="cosine",
-                  warmup=float(hp["warmup"]))]
+                  warmup=float(hp["warmup"]), weight_decay=float(hp["weight_decay"]), precision=str(hp["precision"]))]
 
 
 def _make_config(bits, in_channels, height, width, hp):
@@ -293,6 +294,8 @@ register_method(
             "epochs": 12,
             "lr": 3e-3,
             "warmup": 0.15,
+            "weight_decay": 0.0,
+            "precision": "fp32",
             "smoothing": 0.1,
             "binary": 0.1,
             "balance": 0.1,
