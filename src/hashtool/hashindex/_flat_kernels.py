@@ -474,8 +474,26 @@ def take_hits(words, nw, s0, s1, q, qo, k, dist, bd, bp, hist, st):
     c = st[0]
     th = st[1]
     live = st[2]
+    m = s1 - s0
+    whole = m - m % 8
+    for g0 in range(0, whole, 8):  # most rows of a flagged chunk are above th: skip them 8 at a time
+        lo = min(min(min(dist[g0], dist[g0 + 1]), min(dist[g0 + 2], dist[g0 + 3])),
+                 min(min(dist[g0 + 4], dist[g0 + 5]), min(dist[g0 + 6], dist[g0 + 7])))
+        if lo < th:
+            c, th, live = _admit_rows(dist, g0, g0 + 8, s0, k, bd, bp, hist, c, th, live)
+    if whole < m:
+        c, th, live = _admit_rows(dist, whole, m, s0, k, bd, bp, hist, c, th, live)
+    st[0] = c
+    st[1] = th
+    st[2] = live
+
+
+@njit(cache=True, nogil=True)
+def _admit_rows(dist, g0, g1, s0, k, bd, bp, hist, c, th, live):
+    """:func:`take_hits`' walk of rows g0..g1-1 of its chunk: admit each row below the running threshold
+    ``th``; returns the new (count, threshold, live)."""
     cap = bd.shape[0]
-    for i in range(s1 - s0):
+    for i in range(g0, g1):
         d = dist[i]
         if d < th:
             bd[c] = d
@@ -502,9 +520,7 @@ def take_hits(words, nw, s0, s1, q, qo, k, dist, bd, bp, hist, st):
                 hist[th] -= live - k  # the ties at th beyond the k best are gone
                 live = k
                 c = j
-    st[0] = c
-    st[1] = th
-    st[2] = live
+    return c, th, live
 
 
 @njit(cache=True, nogil=True)
