@@ -120,10 +120,10 @@ class AdaLabel(HashModel):
 def codeword_similarities(h: torch.Tensor, codeword_logits: torch.Tensor, scale: float) -> torch.Tensor:
     """``scale * <h, tanh(V_c)> / bits`` for every class c: (n, classes). For binary h and codewords this is
     ``scale * (1 - 2 * hamming / bits)``, so a softmax over it ranks classes by Hamming distance. Always in
-    float32, also under bfloat16 autocast (``precision="bf16"``): the product is tiny, and bfloat16's 8 bits of
-    mantissa would round the logits (up to ``scale``) by about 0.04."""
+    the codewords' precision (float32), also under bfloat16 autocast (``precision="bf16"``): the product is
+    tiny, and bfloat16's 8 bits of mantissa would round the logits (up to ``scale``) by about 0.04."""
     with torch.autocast(h.device.type, enabled=False):
-        return scale * (h.float() @ torch.tanh(codeword_logits).T) / h.shape[1]
+        return scale * (h.to(codeword_logits.dtype) @ torch.tanh(codeword_logits).T) / h.shape[1]
 
 
 def _extra_labeled(ctx, k: int):
