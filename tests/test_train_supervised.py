@@ -419,3 +419,15 @@ def test_cli_preset_paper(tmp_path):
     assert r.exit_code != 0 and "--preset 'nope'" in r.output
     r = CliRunner().invoke(main, [*base[:5], "-o", str(tmp_path / "itq.npz"), "-m", "itq", "--preset", "paper", "-q"])
     assert r.exit_code != 0 and "--preset" in r.output
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_semi_supervised_defaults_use_bf16_only_where_the_cpu_has_it(monkeypatch, native):
+    import hashtool.train.methods.adalabel as adalabel
+
+    monkeypatch.setattr(adalabel, "host_cpu_has", lambda feature: native and feature == "avx512bf16")
+    hp = adalabel.semi_defaults()
+    assert hp.get("precision", "fp32") == ("bf16" if native else "fp32")
+    assert hp["epochs"] == (22 if native else 13)
+    hp["epochs"] = 1  # a copy: the module's defaults stay as they are
+    assert adalabel.semi_defaults()["epochs"] == (22 if native else 13)

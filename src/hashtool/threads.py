@@ -1,7 +1,8 @@
 """The one ``threads`` setting shared by the index kernels and the onnxruntime encoder.
 
 Resolution order: an explicit value, then the ``HASHTOOL_THREADS`` environment variable, then the
-number of CPUs this process may run on (its affinity mask, not the host's core count).
+number of CPUs this process may run on (its affinity mask, not the host's core count). Also where the
+host CPU's instruction-set features are asked for (:func:`host_cpu_has`).
 """
 
 import os
@@ -35,3 +36,10 @@ def resolve_threads(threads: int | None = None) -> int:
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
         raise ArgumentError(f"threads must be a positive integer, got {threads!r}")
     return threads
+
+
+def host_cpu_has(feature: str) -> bool:
+    """The host CPU has instruction-set ``feature``, in LLVM's spelling ("avx512vpopcntdq", "avx512bf16")."""
+    import llvmlite.binding as llvm
+
+    return bool(llvm.get_host_cpu_features().get(feature, False))

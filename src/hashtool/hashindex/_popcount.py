@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import numba
 
+from hashtool.threads import host_cpu_has
+
 
 
 def _min_popcount4(words, start, count, a0, a1, a2, a3):
@@ -39,9 +41,7 @@ def _host_has(feature: str) -> bool:
     """Numba compiles for this very CPU (no NUMBA_CPU_NAME/FEATURES override), and it has ``feature``."""
     if numba.config.DISABLE_JIT or numba.config.CPU_NAME or numba.config.CPU_FEATURES:
         return False
-    import llvmlite.binding as llvm
-
-    return bool(llvm.get_host_cpu_features().get(feature, False))
+    return host_cpu_has(feature)
 
 
 # AVX-512 VPOPCNTDQ: LLVM's own loops count 8 words per ``vpopcntq``, faster than any nibble lookup

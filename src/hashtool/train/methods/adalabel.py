@@ -50,12 +50,14 @@ Choices the paper leaves open (or that were scaled down for a shared 2-core CPU)
   run); 0.8 kept 52% of the images with 97.6% correct pseudo-labels.
 * Schedule: the default, as ``nin-latent``'s: Adam with a one-cycle warm-up (15%) to lr 3e-3 then a cosine
   decay to lr/100, 12 epochs, shifts of up to 1 pixel and flips (the reasons are in nin-latent's docstring);
-  semi-supervised runs (``--labeled-fraction`` < 1, :attr:`Method.semi_hparams`) train 22 epochs with 16 extra
+  semi-supervised runs (``--labeled-fraction`` < 1, :attr:`Method.semi_hparams`, :func:`semi_defaults`) train,
+  on a CPU with native bfloat16 (AVX-512 BF16 or AMX), 22 epochs with 16 extra
   labeled images a step, their losses under bfloat16 autocast (``precision="bf16"``, :class:`Phase`; the
   weights, updates and validation stay float32): a FixMatch step costs about 1.5 supervised ones (the weak
   view's forward pass, the extra labeled images), and bfloat16 makes a step about 1.6x faster on this CPU
   (AVX-512 BF16: 1,500-1,800 images/s against 850-1,100), so 22 epochs cost about what 13 did in float32
-  (round 9: 765 s, 31-46 s an epoch; 13 float32 epochs took 743-779 s in round 8). At 10% labels, 32 bits,
+  (round 9: 765 s, 31-46 s an epoch; 13 float32 epochs took 743-779 s in round 8); a CPU without it keeps those 13 float32 epochs (autocast
+  would only emulate bfloat16 there). At 10% labels, 32 bits,
   mAP 0.873 (round 9) against 0.865 for 13 epochs in float32 (round 8) and 0.867 for 18 in bfloat16, still
   0.049 below fully supervised (issue 12, rounds 8 and 9; benchmarks/results/quality_supervised-r8-tried/ and
   -r9-tried/: neither an EMA teacher with distribution alignment, nor threshold 0.9, nor a 15-degree rotation
@@ -77,6 +79,7 @@ import hashtool.train.data as train_data  # a module import: train.data imports 
 from hashtool.train.methods import Method, register_method
 from hashtool.train.methods.nin_latent import DEFAULT_FILTERS, BackboneHashConfig, config_backbone, cosine_phases, parse_filters
 from hashtool.train.models import HashModel, register_model
+from hashtool.threads import host_cpu_has
 
 
 @dataclass
@@ -156,6 +159,18 @@ def pseudo_labels(model: AdaLabel, weak: torch.Tensor, scale: float, threshold: 
 
 
 STRONG_AUGMENT = "shift:3,hflip,contrast:0.5,cutout:12"
+# Semi-supervised defaults. bfloat16 pays only where the CPU multiplies it natively (AVX-512 BF16, AMX); elsewhere
+# autocast emulates it, so those CPUs keep round 8's float32 schedule (0.8648 in 743 s), inside the budget.
+SEMI_BF16 = {"epochs": 22, "precision": "bf16"}
+SEMI_FP32 = {"epochs": 13}
+
+
+def semi_defaults() -> dict:
+    """:data:`SEMI_BF16` on a CPU with native bfloat16 arithmetic, else :data:`SEMI_FP32`."""
+    native = host_cpu_has("avx512bf16") or host_cpu_has("amx-bf16")
+    return dict(SEMI_BF16 if native else SEMI_FP32)
+
+
 # The paper's loss on the backbone of nin-latent's paper preset, the defaults before issue 12 (the strong view
 # then was the weak one plus an 8x8 cut-out, and pseudo-labels came from the clean image).
 PAPER_PRESET = {
@@ -251,7 +266,7 @@ register_method(
         supervised=True,
         semi_supervised=True,
         augment="shift:1,hflip",
-        semi_hparams={"epochs": 22, "precision": "bf16"},
+        semi_hparams=semi_defaults(),
         batch_size=128,
         select="last",
         summary="AdaLabelHash: one learned codeword per class on the hypercube; after \"Adaptive Labeling for Deep Learning to Hash\" (Yang, Lin, Chen)",
