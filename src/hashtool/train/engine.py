@@ -1,8 +1,8 @@
 """One training loop for every deep method (see :mod:`hashtool.train.methods` for the extension contract).
 
 ``train(cfg, splits)`` builds the method's model, runs its phases (a fresh Adam per phase, or AdamW for a phase
-with a weight decay, the phase's learning-rate schedule applied per step), validates after every epoch on the held-out validation split (never
-on the test queries), keeps the epoch chosen by the method's selection rule, and writes an atomic checkpoint
+with a weight decay, the phase's learning-rate schedule applied per step), validates after every epoch on the
+held-out validation split (never on the test queries), keeps the epoch chosen by the method's selection rule, and writes an atomic checkpoint
 after every epoch so ``resume=True`` continues where an interrupted run stopped. Progress goes to stderr:
 epoch, loss, share of code units already binary, images/s.
 
@@ -314,7 +314,8 @@ def _build_model(method: Method, hp: dict, cfg: TrainConfig, num_classes: int, d
 def _meta_base(run: Run, splits, extra_meta: dict | None) -> dict:
     s = run.settings
     phases = [{"name": p.name, "epochs": p.epochs, "lr": p.lr, "lr_end": p.lr_end, "schedule": p.schedule,
-               "select": p.select, "warmup": p.warmup, "weight_decay": p.weight_decay, "precision": p.precision} for p in run.phases]
+               "select": p.select, "warmup": p.warmup, "weight_decay": p.weight_decay, "precision": p.precision}
+              for p in run.phases]
     return {
         "dataset": splits.dataset.name,
         "protocol": splits.protocol(),
@@ -370,7 +371,8 @@ def _train_phase(run: Run, phase: Phase, phase_first: int, start_epoch: int, opt
 
 def _train_epoch(run: Run, phase: Phase, opt, ctx: Context) -> dict:
     """The training steps of epoch ``ctx.epoch``: seeded batches, the phase's learning rate per step, the loss
-    (under bfloat16 autocast in a ``precision="bf16"`` phase), a backward pass and an optimiser step each. Returns the epoch's record (mean loss and logs, time, images/s)."""
+    (under bfloat16 autocast in a ``precision="bf16"`` phase), a backward pass and an optimiser step each.
+    Returns the epoch's record (mean loss and logs, time, images/s)."""
     cfg, method, model = run.cfg, run.method, run.model
     epoch, steps_per_epoch, batch_size = ctx.epoch, run.steps_per_epoch, run.settings.batch_size
     ctx.training = True

@@ -64,8 +64,8 @@ Own procedures. A method with ``fit`` trains outside the engine's loop; ``data``
 
 A :class:`Phase` is ``(name, epochs, lr, lr_end=None, schedule="constant"|"linear"|"cosine",
 params=None|callable(model)->parameters, select=True, warmup=0.0, weight_decay=0.0, precision="fp32")``; a fresh
-Adam optimiser is made per phase over ``params(model)`` (default: all parameters), AdamW (decoupled weight decay, each step
-multiplies a weight by ``1 - lr * weight_decay``) when ``weight_decay`` > 0, on the weight matrices and
+Adam optimiser is made per phase over ``params(model)`` (default: all parameters), AdamW (decoupled weight decay,
+each step multiplies a weight by ``1 - lr * weight_decay``) when ``weight_decay`` > 0, on the weight matrices and
 convolution kernels only (parameters of two or more dimensions; biases and BatchNorm's scales and shifts are
 not decayed); ``select=False`` keeps the phase's epochs out of model selection (layer-wise pre-training, for
 instance). ``precision="bf16"`` runs the phase's training losses under ``torch.autocast`` with bfloat16 (matrix

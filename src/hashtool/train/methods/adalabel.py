@@ -51,20 +51,19 @@ Choices the paper leaves open (or that were scaled down for a shared 2-core CPU)
 * Schedule: the default, as ``nin-latent``'s: Adam with a one-cycle warm-up (15%) to lr 3e-3 then a cosine
   decay to lr/100, 12 epochs, shifts of up to 1 pixel and flips (the reasons are in nin-latent's docstring);
   semi-supervised runs (``--labeled-fraction`` < 1, :attr:`Method.semi_hparams`, :func:`semi_defaults`) train,
-  on a CPU with native bfloat16 (AVX-512 BF16 or AMX), 22 epochs with 16 extra
-  labeled images a step, their losses under bfloat16 autocast (``precision="bf16"``, :class:`Phase`; the
+  on a CPU with native bfloat16 (AVX-512 BF16 or AMX), 22 epochs with 16 extra labeled images a step, their
+  losses under bfloat16 autocast (``precision="bf16"``, :class:`Phase`; the
   weights, updates and validation stay float32): a FixMatch step costs about 1.5 supervised ones (the weak
   view's forward pass, the extra labeled images), and bfloat16 makes a step about 1.6x faster on this CPU
   (AVX-512 BF16: 1,500-1,800 images/s against 850-1,100), so 22 epochs cost about what 13 did in float32
-  (round 9: 765 s, 31-46 s an epoch; 13 float32 epochs took 743-779 s in round 8); a CPU without it keeps those 13 float32 epochs (autocast
-  would only emulate bfloat16 there). At 10% labels, 32 bits,
-  mAP 0.873 (round 9) against 0.865 for 13 epochs in float32 (round 8) and 0.867 for 18 in bfloat16, still
+  (round 9: 765 s, 31-46 s an epoch; 13 float32 epochs took 743-779 s in round 8); a CPU without it keeps
+  those 13 float32 epochs (autocast would only emulate bfloat16 there). At 10% labels, 32 bits, mAP 0.873 (round 9) against 0.865 for 13 epochs in float32 (round 8) and 0.867 for 18 in bfloat16, still
   0.049 below fully supervised (issue 12, rounds 8 and 9; benchmarks/results/quality_supervised-r8-tried/ and
   -r9-tried/: neither an EMA teacher with distribution alignment, nor threshold 0.9, nor a 15-degree rotation
   in the strong view, nor 8 extra labeled images a step, nor decoupled weight decay 0.05, nor a strong view of
   the labeled images did better at 13 epochs); ``--preset paper``: lr 2e-3 with a cosine decay to 2e-5 over 4
-  epochs, shifts of 1 pixel. Batch 128, the last epoch kept (validation mAP is logged but not used for selection: in the
-  semi-supervised setting the validation split's labels would be a second, larger labeled set).
+  epochs, shifts of 1 pixel. Batch 128, the last epoch kept (validation mAP is logged but not used for
+  selection: in the semi-supervised setting the validation split's labels would be a second, larger labeled set).
 """
 
 from __future__ import annotations
@@ -76,10 +75,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import hashtool.train.data as train_data  # a module import: train.data imports this package's Batch
+from hashtool.threads import host_cpu_has
 from hashtool.train.methods import Method, register_method
 from hashtool.train.methods.nin_latent import DEFAULT_FILTERS, BackboneHashConfig, config_backbone, cosine_phases, parse_filters
 from hashtool.train.models import HashModel, register_model
-from hashtool.threads import host_cpu_has
 
 
 @dataclass
