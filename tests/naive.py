@@ -210,6 +210,23 @@ def adalabel_supervised_loss(h, codeword_logits, labels, scale: float, quant: fl
     return ce / n + quant * q
 
 
+def adaptive_thresholds(prob_batches, ema: float) -> list:
+    """FreeMatch's self-adaptive thresholds after each batch, one scalar at a time (float64): a running mean of
+    the batch's mean top probability and one per class of its mean probability, both from 1 / classes; class
+    c's threshold is the first times the c-th over the largest of the per-class ones."""
+    classes = len(prob_batches[0][0])
+    conf, per_class = 1.0 / classes, [1.0 / classes] * classes
+    out = []
+    for batch in prob_batches:
+        top = sum(max(row) for row in batch) / len(batch)
+        conf = ema * conf + (1.0 - ema) * top
+        for c in range(classes):
+            per_class[c] = ema * per_class[c] + (1.0 - ema) * sum(row[c] for row in batch) / len(batch)
+        biggest = max(per_class)
+        out.append([conf * per_class[c] / biggest for c in range(classes)])
+    return out
+
+
 def image_distance_matrix(codes, variants=None) -> np.ndarray:
     """Distances between images: d(a, b), or with variants min over d(a, b), d(v(a), b), d(a, v(b)) for each v."""
     d = hamming_matrix(codes, codes)

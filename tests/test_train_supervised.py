@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+import naive
 from naive import adalabel_supervised_loss
 
 from hashtool.datasets import Dataset, make_splits
@@ -24,7 +25,9 @@ from hashtool.train.checkpoint import load_checkpoint
 from hashtool.train.data import encode_real, real_to_packed
 from hashtool.train.engine import TrainConfig, train
 from hashtool.train.methods import Batch, Context, get_method
-from hashtool.train.methods.adalabel import AdaLabel, AdaLabelConfig, _extra_labeled, adalabel_loss, codeword_similarities, pseudo_labels
+from hashtool.train.methods.adalabel import (
+    AdaLabel, AdaLabelConfig, _extra_labeled, adalabel_loss, adaptive_thresholds, codeword_similarities, pseudo_labels,
+)
 from hashtool.train.methods.nin_latent import NINLatent, NINLatentConfig
 from hashtool.train.data import TrainData, parse_augment
 from hashtool.preprocess import Preprocess
@@ -287,6 +290,37 @@ def test_fixmatch_pseudo_labels_come_from_the_weak_view_and_only_confident_ones_
     assert torch.equal(got_pseudo, pseudo) and torch.equal(got_keep, keep)
 
 
+@given(data=st.data())
+def test_self_adaptive_thresholds_follow_the_running_means(data):
+    classes = data.draw(st.integers(2, 5))
+    ema = data.draw(st.sampled_from([0.0, 0.5, 0.9, 0.999]))
+    sizes = data.draw(st.lists(st.integers(1, 6), min_size=1, max_size=4))
+    logits = [torch.tensor(data.draw(arrays(np.float64, (n, classes), elements=st.floats(-5, 5)))) for n in sizes]
+    probs = [torch.softmax(x, 1).float() for x in logits]
+    model = AdaLabel(AdaLabelConfig(bits=8, filters=(4, "P", 8), backbone="cnn", num_classes=classes))
+    got = [adaptive_thresholds(model, p, ema).tolist() for p in probs]
+    want = naive.adaptive_thresholds([p.double().tolist() for p in probs], ema)
+    assert np.allclose(got, want, atol=1e-6)
+    assert "conf_ema" not in model.state_dict()  # running state, not saved with the weights
+
+
+def test_self_adaptive_thresholds_keep_what_reaches_its_class_threshold():
+    torch.manual_seed(0)
+    model = AdaLabel(AdaLabelConfig(bits=8, filters=(4, "P", 8), backbone="cnn", num_classes=3)).eval()
+    weak = torch.randn(30, 1, 12, 12)
+    with torch.no_grad():
+        model.codeword_logits.copy_(20 * model.encode(weak[4:7]))
+        p = torch.softmax(model.similarities(model.encode(weak), 10.0), 1)
+    twin = AdaLabel(AdaLabelConfig(bits=8, filters=(4, "P", 8), backbone="cnn", num_classes=3))
+    thresholds = adaptive_thresholds(twin, p, 0.5)
+    conf, pseudo = p.max(1)
+    want = conf >= thresholds[pseudo]
+    got_pseudo, got_keep = pseudo_labels(model, weak, 10.0, threshold=2.0, ema=0.5)  # 2.0: the fixed one is unused
+    assert 0 < int(want.sum()) < len(want)
+    assert torch.equal(got_pseudo, pseudo) and torch.equal(got_keep, want)
+    assert torch.equal(model.conf_ema, twin.conf_ema)
+
+
 # -- presets ----------------------------------------------------------------------------------------------
 
 
@@ -370,7 +404,6 @@ def test_filters_spec_with_a_dense_layer():
 
 @pytest.mark.parametrize("bits,classes", [(8, 10), (16, 10), (32, 3), (64, 10), (24, 10), (8, 20)])
 def test_hadamard_centres(bits, classes):
-    import naive
 
     from hashtool.train.methods.nin_latent import hadamard_centres
 
@@ -385,7 +418,6 @@ def test_hadamard_centres(bits, classes):
 
 @given(data=st.data())
 def test_nin_latent_centre_term_matches_naive(data):
-    import naive
 
     torch.manual_seed(0)
     model = NINLatent(NINLatentConfig(bits=16, filters=(4, "P", 8), backbone="cnn", num_classes=3)).eval()
@@ -421,11 +453,12 @@ def test_cli_preset_paper(tmp_path):
     assert r.exit_code != 0 and "--preset" in r.output
 
 
-@pytest.mark.parametrize("native", [True, False])
-def test_semi_supervised_defaults_use_bf16_only_where_the_cpu_has_it(monkeypatch, native):
+@pytest.mark.parametrize("cpu, has_bf16, native", [("znver4", True, True), ("znver4", False, False), ("emeraldrapids", True, False)])
+def test_semi_supervised_defaults_use_bf16_only_where_it_was_measured_to_pay(monkeypatch, cpu, has_bf16, native):
     import hashtool.train.methods.adalabel as adalabel
 
-    monkeypatch.setattr(adalabel, "host_cpu_has", lambda feature: native and feature == "avx512bf16")
+    monkeypatch.setattr(adalabel, "host_cpu_has", lambda feature: has_bf16 and feature == "avx512bf16")
+    monkeypatch.setattr(adalabel, "host_cpu_name", lambda: cpu)
     hp = adalabel.semi_defaults()
     assert hp.get("precision", "fp32") == ("bf16" if native else "fp32")
     assert hp["epochs"] == (22 if native else 13)

@@ -45,6 +45,14 @@ def host_cpu_has(feature: str) -> bool:
 
 
 @functools.cache
+def host_cpu_name() -> str:
+    """LLVM's name of the host CPU's micro-architecture ("znver4", "emeraldrapids", ...)."""
+    import llvmlite.binding as llvm
+
+    return str(llvm.get_host_cpu_name())
+
+
+@functools.cache
 def _host_cpu_features() -> dict:
     """LLVM's host feature map, asked once a process (each query builds the whole map: about 0.3 ms)."""
     import llvmlite.binding as llvm

@@ -36,7 +36,10 @@ Choices the paper leaves open (or that were scaled down for a shared 2-core CPU)
   applied to a *strongly* augmented view of the same clean image (``strong``, default
   ``shift:3,hflip,contrast:0.5,cutout:12`` in the ``--augment`` language of :mod:`hashtool.train.data`),
   averaged over all unlabeled images of the batch (unconfident ones count 0) and weighted by ``unlabeled``
-  (1.0), ramped linearly from 0 over the first ``ramp`` (5%) of training. Because a batch of 128 holds only
+  (1.0), ramped linearly from 0 over the first ``ramp`` (5%) of training. ``threshold_ema`` > 0 replaces the
+  fixed threshold by FreeMatch's self-adaptive per-class ones (:func:`adaptive_thresholds`, running means with
+  that decay); measured at 0.999 with the 22 bfloat16 epochs (round 10): mAP 0.8735 against 0.8733 for the fixed
+  0.8, so the default stays 0 (fixed). Because a batch of 128 holds only
   about one labeled image at 1% labels, every step also draws ``labeled_batch`` extra labeled images (16; 32
   in ``--preset paper`` and before round 7)
   (seeded by the torch RNG, with the run's ``--augment``) from the training split; with all labels present
@@ -51,13 +54,14 @@ Choices the paper leaves open (or that were scaled down for a shared 2-core CPU)
 * Schedule: the default, as ``nin-latent``'s: Adam with a one-cycle warm-up (15%) to lr 3e-3 then a cosine
   decay to lr/100, 12 epochs, shifts of up to 1 pixel and flips (the reasons are in nin-latent's docstring);
   semi-supervised runs (``--labeled-fraction`` < 1, :attr:`Method.semi_hparams`, :func:`semi_defaults`) train,
-  on a CPU with native bfloat16 (AVX-512 BF16 or AMX), 22 epochs with 16 extra labeled images a step, their
+  on a CPU where bfloat16 was measured to pay (AMD Zen 4 with AVX-512 BF16; not an Intel Emerald Rapids without
+  AMX, where it is slower than float32), 22 epochs with 16 extra labeled images a step, their
   losses under bfloat16 autocast (``precision="bf16"``, :class:`Phase`; the
   weights, updates and validation stay float32): a FixMatch step costs about 1.5 supervised ones (the weak
-  view's forward pass, the extra labeled images), and bfloat16 makes a step about 1.6x faster on this CPU
+  view's forward pass, the extra labeled images), and bfloat16 makes a step about 1.6x faster on that CPU
   (AVX-512 BF16: 1,500-1,800 images/s against 850-1,100), so 22 epochs cost about what 13 did in float32
-  (round 9: 765 s, 31-46 s an epoch; 13 float32 epochs took 743-779 s in round 8); a CPU without it keeps
-  those 13 float32 epochs (autocast would only emulate bfloat16 there). At 10% labels, 32 bits, mAP 0.873 (round 9) against 0.865 for 13 epochs in float32 (round 8) and 0.867 for 18 in bfloat16, still
+  (round 9: 765 s, 31-46 s an epoch; 13 float32 epochs took 743-779 s in round 8); every other CPU keeps
+  those 13 float32 epochs. At 10% labels, 32 bits, mAP 0.873 (round 9) against 0.865 for 13 epochs in float32 (round 8) and 0.867 for 18 in bfloat16, still
   0.049 below fully supervised (issue 12, rounds 8 and 9; benchmarks/results/quality_supervised-r8-tried/ and
   -r9-tried/: neither an EMA teacher with distribution alignment, nor threshold 0.9, nor a 15-degree rotation
   in the strong view, nor 8 extra labeled images a step, nor decoupled weight decay 0.05, nor a strong view of
@@ -75,7 +79,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import hashtool.train.data as train_data  # a module import: train.data imports this package's Batch
-from hashtool.threads import host_cpu_has
+from hashtool.errors import ArgumentError
+from hashtool.threads import host_cpu_has, host_cpu_name
 from hashtool.train.methods import Method, register_method
 from hashtool.train.methods.nin_latent import DEFAULT_FILTERS, BackboneHashConfig, config_backbone, cosine_phases, parse_filters
 from hashtool.train.models import HashModel, register_model
@@ -96,6 +101,10 @@ class AdaLabel(HashModel):
         self.hash = nn.Linear(self.backbone.out_features, config.bits)
         # One codeword per class (never used by encode()).
         self.codeword_logits = nn.Parameter(torch.randn(config.num_classes, config.bits) * config.init_std)
+        # The running state of the self-adaptive pseudo-label thresholds (:func:`adaptive_thresholds`); not saved.
+        chance = 1.0 / max(config.num_classes, 1)
+        self.register_buffer("conf_ema", torch.tensor(chance), persistent=False)
+        self.register_buffer("class_ema", torch.full((config.num_classes,), chance), persistent=False)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The B tanh outputs (n, bits); a bit is output >= 0."""
@@ -149,25 +158,45 @@ def _extra_labeled(ctx, k: int):
 
 
 @torch.no_grad()
-def pseudo_labels(model: AdaLabel, weak: torch.Tensor, scale: float, threshold: float):
+def pseudo_labels(model: AdaLabel, weak: torch.Tensor, scale: float, threshold: float, ema: float = 0.0):
     """FixMatch's targets: the nearest codeword of each weakly augmented image and whether its softmax
-    probability reaches ``threshold`` (only those images are trained on)."""
+    probability reaches the threshold (only those images are trained on): ``threshold`` itself, or with
+    ``ema`` > 0 the self-adaptive per-class thresholds of :func:`adaptive_thresholds`."""
     p = F.softmax(model.similarities(model.encode(weak), scale), dim=1)
     conf, pseudo = p.max(dim=1)
+    if ema > 0:
+        return pseudo, conf >= adaptive_thresholds(model, p, ema)[pseudo]
     return pseudo, conf >= threshold
 
 
+@torch.no_grad()
+def adaptive_thresholds(model: AdaLabel, p: torch.Tensor, ema: float) -> torch.Tensor:
+    """Self-adaptive thresholds after FreeMatch (Wang et al. 2023), one per class: with ``p`` the batch's
+    class probabilities (n, classes), the running means ``conf_ema <- ema * conf_ema + (1 - ema) * mean(max p)``
+    and ``class_ema <- ema * class_ema + (1 - ema) * mean(p)`` (both start at chance, 1 / classes), and class
+    c's threshold is ``conf_ema * class_ema[c] / max(class_ema)``. Low while the model is unsure, so the
+    unlabeled images count from the first steps; rising with its confidence; lower for the classes it predicts
+    less often. Updates the model's running state."""
+    p = p.float()
+    model.conf_ema.mul_(ema).add_((1.0 - ema) * p.max(dim=1).values.mean())
+    model.class_ema.mul_(ema).add_((1.0 - ema) * p.mean(dim=0))
+    return model.conf_ema * model.class_ema / model.class_ema.max()
+
+
 STRONG_AUGMENT = "shift:3,hflip,contrast:0.5,cutout:12"
-# Semi-supervised defaults. bfloat16 pays only where the CPU multiplies it natively (AVX-512 BF16, AMX); elsewhere
-# autocast emulates it, so those CPUs keep round 8's float32 schedule (0.8648 in 743 s), inside the budget.
+# Semi-supervised defaults. bfloat16 pays only on the CPUs where it was measured to: a FixMatch training step of the
+# default network, 2 threads, took 72 ms in bfloat16 against 111-116 ms in float32 on an AMD Zen 4 (round 9), but
+# 144 ms against 110-129 ms on an Intel Emerald Rapids without AMX that also reports AVX-512 BF16 (round 10: 22
+# bfloat16 epochs took 22 minutes there). Elsewhere round 8's float32 schedule (0.8648 in 743 s) stays the default.
 SEMI_BF16 = {"epochs": 22, "precision": "bf16"}
 SEMI_FP32 = {"epochs": 13}
+BF16_PAYS_ON = ("znver4",)
 
 
 def semi_defaults() -> dict:
-    """:data:`SEMI_BF16` on a CPU with native bfloat16 arithmetic, else :data:`SEMI_FP32`."""
-    native = host_cpu_has("avx512bf16") or host_cpu_has("amx-bf16")
-    return dict(SEMI_BF16 if native else SEMI_FP32)
+    """:data:`SEMI_BF16` on a CPU of :data:`BF16_PAYS_ON` that has AVX-512 BF16, else :data:`SEMI_FP32`."""
+    pays = host_cpu_name() in BF16_PAYS_ON and host_cpu_has("avx512bf16")
+    return dict(SEMI_BF16 if pays else SEMI_FP32)
 
 
 # The paper's loss on the backbone of nin-latent's paper preset, the defaults before issue 12 (the strong view
@@ -191,7 +220,7 @@ def adalabel_loss(model: AdaLabel, batch, ctx):
     # of the clean image, trained toward the pseudo-label of the weak view (batch.images).
     parts = [batch.images[labeled]]
     if use_unlabeled:
-        pseudo, keep = pseudo_labels(model, batch.images[unl], scale, float(hp["threshold"]))
+        pseudo, keep = pseudo_labels(model, batch.images[unl], scale, float(hp["threshold"]), float(hp["threshold_ema"]))
         strong = train_data.augment_batch(batch.clean[unl], train_data.parse_augment(str(hp["strong"])), _fill(ctx, batch.clean))
         parts.append(strong.contiguous(memory_format=torch.channels_last) if ctx.device == "cpu" else strong)
     if extra is not None:
@@ -230,6 +259,8 @@ def _fill(ctx, like: torch.Tensor) -> torch.Tensor:
 
 
 def _make_config(bits, in_channels, height, width, hp):
+    if not 0.0 <= float(hp["threshold_ema"]) < 1.0:
+        raise ArgumentError(f"--hp threshold_ema must be in [0, 1) (0: the fixed threshold), got {hp['threshold_ema']}")
     return AdaLabelConfig(
         bits=bits, in_channels=in_channels, height=height, width=width, backbone=str(hp["backbone"]),
         filters=parse_filters(hp["filters"]), num_classes=int(hp["num_classes"]), init_std=float(hp["init_std"]),
@@ -253,6 +284,7 @@ register_method(
             "quant": 0.1,
             "unlabeled": 1.0,
             "threshold": 0.8,
+            "threshold_ema": 0.0,
             "ramp": 0.05,
             "strong": STRONG_AUGMENT,
             "labeled_batch": 16,
