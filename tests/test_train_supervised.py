@@ -404,7 +404,6 @@ def test_filters_spec_with_a_dense_layer():
 
 @pytest.mark.parametrize("bits,classes", [(8, 10), (16, 10), (32, 3), (64, 10), (24, 10), (8, 20)])
 def test_hadamard_centres(bits, classes):
-
     from hashtool.train.methods.nin_latent import hadamard_centres
 
     c = hadamard_centres(bits, classes).numpy()
@@ -418,7 +417,6 @@ def test_hadamard_centres(bits, classes):
 
 @given(data=st.data())
 def test_nin_latent_centre_term_matches_naive(data):
-
     torch.manual_seed(0)
     model = NINLatent(NINLatentConfig(bits=16, filters=(4, "P", 8), backbone="cnn", num_classes=3)).eval()
     labels = data.draw(arrays(np.int64, (6,), elements=st.integers(0, 2)))

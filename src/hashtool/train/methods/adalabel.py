@@ -177,7 +177,6 @@ def adaptive_thresholds(model: AdaLabel, p: torch.Tensor, ema: float) -> torch.T
     c's threshold is ``conf_ema * class_ema[c] / max(class_ema)``. Low while the model is unsure, so the
     unlabeled images count from the first steps; rising with its confidence; lower for the classes it predicts
     less often. Updates the model's running state."""
-    p = p.float()
     model.conf_ema.mul_(ema).add_((1.0 - ema) * p.max(dim=1).values.mean())
     model.class_ema.mul_(ema).add_((1.0 - ema) * p.mean(dim=0))
     return model.conf_ema * model.class_ema / model.class_ema.max()
