@@ -80,12 +80,13 @@ def test_input_filter_desaturates_and_blurs_as_written(saturation, blur, seed):
         flat = torch.full_like(x, 0.3)
         torch.testing.assert_close(f(flat), flat)
         assert float(y.min()) >= float(mixed.min()) - 1e-5 and float(y.max()) <= float(mixed.max()) + 1e-5
-        r = f.radius
-        padded = torch.nn.functional.pad(mixed, (r, r, r, r), mode="reflect")
-        k = f.kernel[0, 0]
-        i, j = 5, 6
-        want = (padded[:, :, i:i + 2 * r + 1, j:j + 2 * r + 1] * k).sum(dim=(2, 3))
-        torch.testing.assert_close(y[:, :, i, j], want)
+        r = f.radius  # every pixel against the 2-D Gaussian of the docstring on the reflected image
+        t = torch.arange(-r, r + 1, dtype=torch.float64)
+        k = torch.exp(-0.5 * (t[:, None] ** 2 + t[None, :] ** 2) / blur**2)
+        padded = torch.nn.functional.pad(mixed, (r, r, r, r), mode="reflect").double()
+        want = torch.stack([torch.stack([(padded[:, :, i:i + 2 * r + 1, j:j + 2 * r + 1] * k).sum(dim=(2, 3)) / k.sum()
+                                         for j in range(x.shape[3])], dim=-1) for i in range(x.shape[2])], dim=-2)
+        torch.testing.assert_close(y.double(), want, atol=1e-5, rtol=0)
 
 
 @settings(max_examples=40, deadline=None)

@@ -137,14 +137,19 @@ class InputFilter(nn.Module):
             t = torch.arange(-radius, radius + 1, dtype=torch.float32)
             g = torch.exp(-0.5 * (t / blur) ** 2)
             g = g / g.sum()
-            self.register_buffer("kernel", (g[:, None] * g[None, :]).expand(3, 1, -1, -1).contiguous(), persistent=False)
+            # separable: a pass along the rows, then one along the columns (the same sums as the 2-D kernel, up to
+            # rounding; in onnxruntime 0.35 against 0.85 ms an image at 160 px, where the 7x7 was 11% of inference)
+            self.register_buffer("kernel_w", g.view(1, 1, 1, -1).expand(3, 1, 1, -1).contiguous(), persistent=False)
+            self.register_buffer("kernel_h", g.view(1, 1, -1, 1).expand(3, 1, -1, 1).contiguous(), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.saturation < 1.0:
             grey = (x * self.luma).sum(dim=1, keepdim=True)
             x = grey + self.saturation * (x - grey)
         if self.radius:
-            x = nn.functional.conv2d(nn.functional.pad(x, (self.radius,) * 4, mode="reflect"), self.kernel, groups=3)
+            r = self.radius
+            x = nn.functional.conv2d(nn.functional.pad(x, (r, r, 0, 0), mode="reflect"), self.kernel_w, groups=3)
+            x = nn.functional.conv2d(nn.functional.pad(x, (0, 0, r, r), mode="reflect"), self.kernel_h, groups=3)
         if self.normalise:
             centred = x - x.mean(dim=(1, 2, 3), keepdim=True)
             spread = centred.square().mean(dim=(1, 2, 3), keepdim=True).sqrt()
