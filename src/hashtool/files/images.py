@@ -334,7 +334,7 @@ def _flat_lead(n: int, lines, reverse: bool) -> int:
         stop = min(n, done + max(_TRIM_BLOCK, done))
         block = lines(n - stop, n - done)[::-1] if reverse else lines(done, stop)
         by_channel = np.ascontiguousarray(block.transpose(0, 2, 1))  # (lines, c, k): numpy reduces a last axis
-        spread = (by_channel.max(axis=2).astype(np.int16) - by_channel.min(axis=2)).max(axis=1)  # 15x faster
+        spread = (by_channel.max(axis=2).astype(np.int16) - by_channel.min(axis=2)).max(axis=1)  # 22 against 338 us for 8 rows of 500
         flat = spread <= TRIM_TOLERANCE
         if not flat.all():
             return done + int(np.argmin(flat))
@@ -373,7 +373,7 @@ def trim_box(arr: np.ndarray) -> tuple[int, int, int, int]:
 
 def image_trim_box(img: Image.Image) -> tuple[int, int, int, int]:
     """:func:`trim_box` of ``np.asarray(img)`` (an "L" or "RGB" image), reading only the edge strips it judges:
-    a 500 x 375 photo costs a few small crops instead of a copy of every pixel (2.0 against 0.1 ms)."""
+    a 500 x 375 photo costs a few small crops instead of a copy of every pixel (0.4 against 2.0 ms)."""
 
     def region(left, top, right, bottom):
         strip = np.asarray(img.crop((left, top, right, bottom)))
